@@ -1,0 +1,1 @@
+"""Synthetic, deterministic usage for demos, tests and benchmarks."""

@@ -1,0 +1,36 @@
+"""usage_server: self-hosted LLM usage and cost analytics on one SQLite file."""
+import os
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+
+def create_app(test_config=None):
+    """Build the app: defaults, then USAGE_SERVER_* environment variables, then tests."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(
+        DATABASE=os.path.join(app.instance_path, "usage.sqlite"),
+        DATA_SOURCE="usage-server-sqlite",
+        BUSY_TIMEOUT_MS=5000,
+        SYNCHRONOUS="FULL",
+        QUERY_TIME_LIMIT_MS=10000,
+        DEFAULT_TIMEZONE="UTC",
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        RETRY_AFTER_SECONDS=1,
+    )
+    app.config.from_prefixed_env("USAGE_SERVER")
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    app.json.sort_keys = False
+    if app.config["DATABASE"] == os.path.join(app.instance_path, "usage.sqlite"):
+        os.makedirs(app.instance_path, exist_ok=True)
+
+    from . import api, auth, cli, db, errors
+
+    db.init_app(app)
+    errors.init_app(app)
+    auth.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(api.bp)
+    return app

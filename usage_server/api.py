@@ -1,0 +1,270 @@
+"""The HTTP API: thin views that validate, query and shape JSON."""
+import json
+import secrets
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from functools import wraps
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
+
+from . import queries, reports
+from .auth import current_owner_id, now_iso, token_auth
+from .db import get_db, read_snapshot, write_transaction
+from .errors import ApiError, detail
+from .ingest import NewEvent, store_events
+from .money import micros_to_usd
+from .schemas import DetailsQuerySchema, EmptyQuerySchema, EventBatchSchema, ModelConfigSchema, UsageQuerySchema, CONFIG_ID
+from .timeranges import MAX_BUCKETS, count_buckets, local_midnight, local_today, resolve_dates
+
+bp = Blueprint("api", __name__)
+DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of an oversized body read and discarded before a 413
+
+
+def utc_now() -> datetime:
+    """The current instant; tests replace it to pin "today"."""
+    return datetime.now(timezone.utc)
+
+
+def iso_instant(ts_us: int) -> str:
+    instant = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ts_us)
+    spec = "seconds" if ts_us % 1_000_000 == 0 else "milliseconds" if ts_us % 1000 == 0 else "microseconds"
+    return instant.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def load_query(schema):
+    """Validate the query string; a parameter given twice is an error, not a guess."""
+    repeated = [name for name in request.args if len(request.args.getlist(name)) > 1]
+    if repeated:
+        raise ValidationError({name: ["REPEATED_PARAMETER|must be given at most once"] for name in repeated})
+    return schema.load(request.args.to_dict())
+
+
+def reject_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_body(schema):
+    """Parse JSON strictly (decimals exact, no NaN/Infinity), then validate."""
+    raw = request.get_data(cache=False)
+    try:
+        document = json.loads(raw, parse_float=Decimal, parse_constant=reject_constant)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body is not valid JSON", [detail("", "must be a JSON object", "INVALID_JSON")]) from None
+    if not isinstance(document, dict):
+        raise ApiError(400, "the body must be a JSON object", [detail("", "must be a JSON object", "INVALID_JSON")])
+    return schema.load(document)
+
+
+@bp.before_app_request
+def refuse_large_bodies():
+    """Answer 413 from Content-Length, after draining the body so the client reads it."""
+    length = request.content_length
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if length is not None and length > limit:
+        stream, remaining = request.environ["wsgi.input"], min(length, DRAIN_LIMIT)
+        while remaining > 0:
+            chunk = stream.read(min(65536, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+        raise ApiError(413, headers={"Connection": "close"})
+
+
+@bp.after_request
+def no_store(response):
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def owned_config(owner_id: int, config_id: str):
+    if not CONFIG_ID.match(config_id):
+        raise ApiError(400, "modelConfigId is malformed", [detail("modelConfigId", "must be 1 to 64 characters of A-Z a-z 0-9 _ . -", "INVALID_ID")])
+    row = get_db().execute(queries.CONFIG_BY_ID, {"owner_id": owner_id, "id": config_id}).fetchone()
+    if row is None:
+        raise ApiError(404, f"no model configuration {config_id!r}")
+    return row
+
+
+def config_json(row) -> dict:
+    config = {
+        "id": row["id"],
+        "displayName": row["display_name"],
+        "modelId": row["model_id"],
+        "provider": row["provider"],
+        "modelName": row["model_name"],
+        "isDefault": False,
+        "isEnabled": True,
+        "settings": json.loads(row["settings"]),
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+    }
+    if row["provider_key_id"] is not None:
+        config["providerKeyId"] = row["provider_key_id"]
+    return config
+
+
+# --- reading usage ----------------------------------------------------------------
+
+
+@bp.get("/v1/model-usage")
+@token_auth.login_required(role="read")
+def model_usage():
+    args = load_query(UsageQuerySchema())
+    owner_id = current_owner_id()
+    zone_name = args["timezone"] or current_app.config["DEFAULT_TIMEZONE"]
+    zone = ZoneInfo(zone_name)
+    start, end, period = resolve_dates(args["start_date"], args["end_date"], args["period"], local_today(zone, utc_now()))
+    buckets = count_buckets(start, end, args["granularity"])
+    if args["granularity"] == "hour":
+        hours = local_midnight(end + timedelta(days=1), zone) - local_midnight(start, zone)
+        buckets = -(-hours // 3600)
+    if buckets > MAX_BUCKETS:
+        raise ApiError(
+            400,
+            f"the range would produce {buckets} time buckets, more than {MAX_BUCKETS}",
+            [detail("granularity", f"range has {buckets} buckets, the limit is {MAX_BUCKETS}", "TOO_MANY_BUCKETS",
+                    "use a coarser granularity or a shorter range")],
+        )
+    if args["model_config_id"] is not None:
+        owned_config(owner_id, args["model_config_id"])
+    query = reports.UsageQuery(owner_id, start, end, period, args["granularity"], zone_name, args["model_config_id"])
+    db = get_db()
+    with read_snapshot(db):
+        return jsonify(reports.model_usage(db, query, current_app.config["DATA_SOURCE"]))
+
+
+@bp.get("/v1/model-usage/<config_id>")
+@token_auth.login_required(role="read")
+def model_usage_details(config_id):
+    args = load_query(DetailsQuerySchema())
+    owner_id = current_owner_id()
+    config = owned_config(owner_id, config_id)
+    rows = get_db().execute(queries.RECENT_EVENTS, {"owner_id": owner_id, "config_id": config_id, "limit": args["limit"]})
+    recent = [
+        {
+            "id": row["event_id"],
+            "timestamp": iso_instant(row["ts_us"]),
+            "completionTokens": row["completion_tokens"],
+            "estimatedCost": micros_to_usd(row["cost_micros"]),
+            "executionTime": None if row["execution_us"] is None else row["execution_us"] / 1_000_000,
+            "promptTokens": row["prompt_tokens"],
+            "totalTokens": row["total_tokens"],
+            "billingSource": row["billing_source"],
+            "priced": bool(row["priced"]),
+        }
+        for row in rows
+    ]
+    return jsonify(
+        {
+            "meta": {"dataSource": current_app.config["DATA_SOURCE"]},
+            "modelConfig": {
+                "displayName": config["display_name"],
+                "id": config["id"],
+                "modelId": config["model_id"],
+                "provider": config["provider"],
+            },
+            "recentUsage": recent,
+        }
+    )
+
+
+# --- model configurations ---------------------------------------------------------------
+
+
+@bp.post("/v1/model-configs")
+@token_auth.login_required(role="write")
+def create_model_config():
+    data = load_body(ModelConfigSchema())
+    owner_id = current_owner_id()
+    db = get_db()
+    model = db.execute(queries.MODEL_BY_ID, {"model_id": data["model_id"]}).fetchone()
+    model_name = data["model_name"] or (model["display_name"] if model else data["model_id"])
+    config_id = data["id"] or f"cfg_{secrets.token_hex(10)}"
+    with write_transaction(db):
+        inserted = db.execute(
+            queries.INSERT_CONFIG,
+            {
+                "owner_id": owner_id,
+                "id": config_id,
+                "display_name": data["display_name"] or model_name,
+                "model_id": data["model_id"],
+                "provider": data["provider"],
+                "model_name": model_name,
+                "provider_key_id": data["provider_key_id"],
+                "settings": json.dumps(data["settings"]),
+                "created_at": now_iso(),
+            },
+        ).rowcount
+    if not inserted:
+        raise ApiError(409, f"a model configuration with id {config_id!r} already exists",
+                       [detail("id", "is already in use", "DUPLICATE_ID", "choose another id or omit it")])
+    row = db.execute(queries.CONFIG_BY_ID, {"owner_id": owner_id, "id": config_id}).fetchone()
+    return jsonify(config_json(row)), 201
+
+
+@bp.get("/v1/model-configs")
+@token_auth.login_required(role="read")
+def list_model_configs():
+    load_query(EmptyQuerySchema())
+    rows = get_db().execute(queries.LIST_CONFIGS, {"owner_id": current_owner_id()}).fetchall()
+    return jsonify({"data": [config_json(row) for row in rows], "total": len(rows)})
+
+
+@bp.get("/v1/model-configs/usage")
+@token_auth.login_required(role="read")
+def model_configs_usage():
+    load_query(EmptyQuerySchema())
+    rows = get_db().execute(queries.CONFIG_USAGE, {"owner_id": current_owner_id()}).fetchall()
+    data = [
+        {
+            "id": row["id"],
+            "provider": row["provider"],
+            "modelId": row["model_id"],
+            "usageCount": row["usage_count"],
+            "lastUsedAt": None if row["last_used_us"] is None else iso_instant(row["last_used_us"]),
+        }
+        for row in rows
+    ]
+    return jsonify({"data": data, "total": len(data)})
+
+
+# --- recording usage ------------------------------------------------------------------------
+
+
+@bp.post("/v1/model-usage/events")
+@token_auth.login_required(role="write")
+def record_events():
+    batch = load_body(EventBatchSchema())
+    owner_id = current_owner_id()
+    db = get_db()
+    events = [NewEvent.from_loaded(item) for item in batch["events"]]
+    configs, unknown = {}, []
+    for index, event in enumerate(events):
+        if event.config_id not in configs:
+            row = db.execute(queries.CONFIG_BY_ID, {"owner_id": owner_id, "id": event.config_id}).fetchone()
+            if row is None:
+                unknown.append(detail(f"events.{index}.modelConfigId", "is not one of your model configurations",
+                                      "UNKNOWN_MODEL_CONFIG", "create it with POST /v1/model-configs first"))
+                continue
+            configs[event.config_id] = row
+    if unknown:
+        raise ApiError(400, f"{unknown[0]['path']}: {unknown[0]['message']}", unknown)
+    with write_transaction(db):
+        result = store_events(db, owner_id, events, configs)
+    return jsonify({"accepted": result.accepted, "duplicates": result.duplicates, "conflicts": result.conflicts})
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+@bp.get("/health")
+def health():
+    """No auth: SQLite's version and the pragmas in effect, 503 if the database is unusable."""
+    db = get_db()
+    pragmas = {name: db.execute(f"PRAGMA {name}").fetchone()[0]
+               for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")}
+    db.execute("SELECT COUNT(*) FROM owner").fetchone()
+    return jsonify({"status": "ok", "sqliteVersion": sqlite3.sqlite_version, "pragmas": pragmas})

@@ -1,0 +1,92 @@
+"""API keys: `usk_<id>_<secret>`, stored as SHA-256 hashes, with read/write scopes."""
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timezone
+
+from flask import g, request
+from flask_httpauth import HTTPTokenAuth
+from werkzeug.datastructures import Authorization
+
+from . import queries
+from .db import get_db
+from .errors import error_response
+
+KEY_PREFIX = "usk_"
+SCOPES = ("read", "write")
+
+
+
+class KeyAuth(HTTPTokenAuth):
+    """Token auth that also takes the bare `Authorization: <key>` of the reference's curl."""
+
+    def get_auth(self):
+        header = request.headers.get("Authorization", "").strip()
+        if not header:
+            return None
+        scheme, _, rest = header.partition(" ")
+        token = rest.strip() if scheme.lower() == "bearer" else header
+        return Authorization("bearer", token=token)
+
+
+token_auth = KeyAuth(scheme="Bearer")
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def create_key(conn, owner: str, scopes: list[str], name: str = "") -> tuple[str, str]:
+    """Store a new key for `owner` (created if needed); returns (key id, raw key)."""
+    conn.execute(queries.INSERT_OWNER, {"name": owner, "created_at": now_iso()})
+    owner_id = conn.execute(queries.OWNER_ID_BY_NAME, {"name": owner}).fetchone()[0]
+    key_id = secrets.token_hex(6)
+    raw_key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(30)}"
+    conn.execute(
+        queries.INSERT_KEY,
+        {
+            "id": key_id,
+            "owner_id": owner_id,
+            "name": name,
+            "key_hash": hash_key(raw_key),
+            "scopes": ",".join(s for s in SCOPES if s in scopes),
+            "created_at": now_iso(),
+        },
+    )
+    return key_id, raw_key
+
+
+@token_auth.verify_token
+def verify_token(token):
+    if not token or not token.startswith(KEY_PREFIX) or len(token) > 200:
+        return None
+    digest = hash_key(token)
+    row = get_db().execute(queries.KEY_BY_HASH, {"key_hash": digest}).fetchone()
+    if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        return None
+    g.owner_id = row["owner_id"]
+    return {"owner_id": row["owner_id"], "key_id": row["id"], "scopes": row["scopes"].split(",")}
+
+
+@token_auth.get_user_roles
+def get_user_roles(user):
+    return user["scopes"]
+
+
+@token_auth.error_handler
+def auth_error(status):
+    if status == 403:
+        return error_response(403)
+    return error_response(401, headers={"WWW-Authenticate": 'Bearer realm="usage_server"'})
+
+
+def current_owner_id() -> int:
+    return token_auth.current_user()["owner_id"]
+
+
+def init_app(app) -> None:
+    """Nothing to set up per app; kept for symmetry with the other modules."""

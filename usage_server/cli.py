@@ -1,0 +1,152 @@
+"""The `usage-server` command line: a Flask CLI group around the app factory."""
+import time
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from . import create_app, queries
+from .auth import SCOPES, create_key, hash_key, now_iso
+from .db import check_database_path, connect, init_db, write_transaction
+from .ingest import rebuild_rollups
+
+
+def open_db():
+    """A connection for commands (no request, so no request deadline)."""
+    check_database_path(current_app.config["DATABASE"])
+    return connect(current_app.config)
+
+
+def parse_scopes(value: str) -> list[str]:
+    scopes = [scope.strip() for scope in value.split(",") if scope.strip()]
+    bad = [scope for scope in scopes if scope not in SCOPES]
+    if bad or not scopes:
+        raise click.BadParameter(f"scopes are a comma-separated list of {', '.join(SCOPES)}")
+    return scopes
+
+
+@click.command("init-db")
+@click.option("--drop", is_flag=True, help="Delete all data and start from an empty schema.")
+@with_appcontext
+def init_db_command(drop):
+    """Create the schema if missing; never drops data without --drop."""
+    conn = open_db()
+    init_db(conn, drop=drop)
+    conn.close()
+    click.echo(f"Initialised the database at {current_app.config['DATABASE']}.")
+
+
+@click.command("create-key")
+@click.argument("owner")
+@click.option("--scopes", default="read,write", show_default=True, help="Comma-separated: read, write.")
+@click.option("--name", default="", help="A label to recognise the key by.")
+@with_appcontext
+def create_key_command(owner, scopes, name):
+    """Create OWNER if needed and a key for it; prints the raw key last."""
+    scopes = parse_scopes(scopes)
+    conn = open_db()
+    init_db(conn)
+    with write_transaction(conn):
+        key_id, raw_key = create_key(conn, owner, scopes, name)
+    conn.close()
+    click.echo(f"Created key {key_id} for {owner} with scopes {','.join(scopes)}. It is shown only once:")
+    click.echo(raw_key)
+
+
+@click.command("list-keys")
+@click.argument("owner", required=False)
+@with_appcontext
+def list_keys_command(owner):
+    """List keys (never the raw key): id, owner, name, scopes, created, revoked."""
+    conn = open_db()
+    init_db(conn)
+    rows = conn.execute(queries.LIST_KEYS, {"owner": owner}).fetchall()
+    conn.close()
+    click.echo("id\towner\tname\tscopes\tcreated\trevoked")
+    for row in rows:
+        click.echo("\t".join([row["id"], row["owner"], row["name"], row["scopes"], row["created_at"], row["revoked_at"] or "-"]))
+
+
+@click.command("revoke-key")
+@click.argument("key")
+@with_appcontext
+def revoke_key_command(key):
+    """Revoke a key, given its id or the raw key."""
+    conn = open_db()
+    init_db(conn)
+    params = {"id": key, "key_hash": hash_key(key), "revoked_at": now_iso()}
+    with write_transaction(conn):
+        revoked = conn.execute(queries.REVOKE_KEY, params).rowcount
+        exists = conn.execute(queries.KEY_EXISTS, params).fetchone()
+    conn.close()
+    if not exists:
+        raise click.ClickException("no such key")
+    click.echo("Revoked." if revoked else "Already revoked.")
+
+
+@click.command("import-prices")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def import_prices_command(path):
+    """Add or update model prices from a JSON file (format: usage_server/prices.json)."""
+    from .pricing import import_catalogue, read_catalogue
+
+    try:
+        models = read_catalogue(path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    conn = open_db()
+    init_db(conn)
+    with write_transaction(conn):
+        count = import_catalogue(conn, models)
+    conn.close()
+    click.echo(f"Imported {count} model prices.")
+
+
+@click.command("rebuild-rollups")
+@with_appcontext
+def rebuild_rollups_command():
+    """Recompute the pre-aggregated usage from the stored events."""
+    conn = open_db()
+    init_db(conn)
+    started = time.perf_counter()
+    with write_transaction(conn):
+        rebuild_rollups(conn)
+    conn.close()
+    click.echo(f"Rebuilt the rollups in {time.perf_counter() - started:.1f} s.")
+
+
+@click.command("seed")
+@click.option("--events", default=20_000, show_default=True, type=click.IntRange(0, 100_000_000))
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--seed", "seed_value", default=42, show_default=True, type=int)
+@click.option("--owner", default="demo", show_default=True)
+@with_appcontext
+def seed_command(events, days, seed_value, owner):
+    """Fill OWNER with synthetic usage over the last DAYS days; prints a read-only key last."""
+    from seed.generator import seed_owner
+
+    conn = open_db()
+    init_db(conn)
+    started = time.perf_counter()
+    stored = seed_owner(conn, owner, events=events, days=days, seed=seed_value)
+    elapsed = time.perf_counter() - started
+    with write_transaction(conn):
+        _, raw_key = create_key(conn, owner, ["read"], "seed read key")
+    conn.close()
+    click.echo(f"Seeded {stored} events for {owner} over {days} days in {elapsed:.1f} s. Read-only key:")
+    click.echo(raw_key)
+
+
+COMMANDS = (init_db_command, create_key_command, list_keys_command, revoke_key_command,
+            import_prices_command, rebuild_rollups_command, seed_command)
+
+
+def init_app(app) -> None:
+    for command in COMMANDS:
+        app.cli.add_command(command)
+
+
+@click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=True, load_dotenv=False)
+def main():
+    """usage_server: LLM usage and cost analytics on one SQLite file."""

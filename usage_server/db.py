@@ -1,0 +1,132 @@
+"""SQLite access: one connection per request on `g`, pragmas set in one place."""
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from flask import current_app, g
+
+SCHEMA_CANDIDATES = (
+    Path(__file__).resolve().parent.parent / "schema.sql",  # source checkout / editable
+    Path(__file__).resolve().parent / "schema.sql",  # wheel (copied at build time)
+)
+SCHEMA_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event'"
+PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
+
+
+class DatabaseSetupError(click.ClickException):
+    """A database path that cannot be used, reported before anything is created."""
+
+
+def schema_path() -> Path:
+    for path in SCHEMA_CANDIDATES:
+        if path.exists():
+            return path
+    raise FileNotFoundError("schema.sql not found next to the package")
+
+
+def check_database_path(path: str) -> None:
+    """Refuse paths that would make SQLite create or overwrite the wrong thing."""
+    if path == ":memory:":
+        return
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise DatabaseSetupError(f"directory {target.parent} does not exist")
+    if target.exists():
+        with open(target, "rb") as handle:
+            header = handle.read(16)
+        if header and header != b"SQLite format 3\x00":
+            raise DatabaseSetupError(f"{target} exists and is not an SQLite database")
+
+
+def connect(config) -> sqlite3.Connection:
+    """Open a connection with the server's pragmas (busy_timeout first)."""
+    conn = sqlite3.connect(
+        config["DATABASE"], isolation_level=None, check_same_thread=False
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(config['BUSY_TIMEOUT_MS'])}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    synchronous = str(config["SYNCHRONOUS"]).upper()
+    if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise ValueError(f"SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def set_deadline(conn: sqlite3.Connection, limit_ms: int) -> None:
+    """Interrupt any statement still running `limit_ms` from now (a runaway query)."""
+    deadline = time.monotonic() + limit_ms / 1000
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+
+
+def get_db() -> sqlite3.Connection:
+    if "db" not in g:
+        g.db = connect(current_app.config)
+        set_deadline(g.db, current_app.config["QUERY_TIME_LIMIT_MS"])
+    return g.db
+
+
+def close_db(exc=None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection):
+    """BEGIN IMMEDIATE: take the write lock up front, so a busy database fails fast."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def init_db(conn: sqlite3.Connection, drop: bool = False) -> None:
+    """Create the schema if missing (idempotent); with `drop`, start from empty."""
+    from . import pricing
+
+    if drop:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        conn.execute("PRAGMA foreign_keys = OFF")
+        for table in tables:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.execute("PRAGMA foreign_keys = ON")
+    conn.executescript(schema_path().read_text())
+    pricing.load_default_catalogue(conn)
+
+
+def ensure_schema(config) -> None:
+    """At start-up: refuse unusable paths, create the schema in a new database."""
+    check_database_path(config["DATABASE"])
+    conn = connect(config)
+    try:
+        if conn.execute(SCHEMA_PRESENT).fetchone() is None:
+            init_db(conn)
+    finally:
+        conn.close()
+
+
+def init_app(app) -> None:
+    ensure_schema(app.config)
+    app.teardown_appcontext(close_db)
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection):
+    """One read transaction: every query of a response sees the same committed data."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")

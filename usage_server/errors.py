@@ -1,0 +1,139 @@
+"""One JSON error shape for every failure: {"error", "code", "details"?}."""
+import logging
+import sqlite3
+
+from flask import jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+MESSAGES = {
+    400: "the request is not valid",
+    401: "a valid API key is required",
+    403: "this API key does not have the scope this request needs",
+    404: "no such resource",
+    405: "this method is not allowed here",
+    413: "the request body is larger than the 2 MiB limit",
+    500: "the server failed to answer this request",
+    503: "the database is busy or unavailable, retry shortly",
+}
+# marshmallow's messages, mapped to stable upper-case codes for `details`
+DETAIL_CODES = {
+    "Unknown field.": "UNKNOWN_FIELD",
+    "Missing data for required field.": "REQUIRED",
+    "Field may not be null.": "REQUIRED",
+    "Not a valid integer.": "INVALID_TYPE",
+    "Not a valid number.": "INVALID_TYPE",
+    "Not a valid string.": "INVALID_TYPE",
+    "Not a valid list.": "INVALID_TYPE",
+    "Not a valid mapping type.": "INVALID_TYPE",
+    "Invalid input type.": "INVALID_TYPE",
+}
+
+
+class ApiError(Exception):
+    """An expected failure with its status; raised anywhere, answered by one handler."""
+
+    def __init__(self, status, message=None, details=None, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.message = message or MESSAGES.get(status, "error")
+        self.details = details
+        self.headers = headers or {}
+
+
+def detail(path, message, code=None, suggestion=None):
+    item = {"code": code or DETAIL_CODES.get(message, "INVALID"), "message": message, "path": path}
+    if suggestion:
+        item["suggestion"] = suggestion
+    return item
+
+
+def error_response(status, message=None, details=None, headers=None):
+    body = {"error": message or MESSAGES.get(status, "error"), "code": CODES.get(status, "error")}
+    if details:
+        body["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def flatten(messages, prefix=""):
+    """marshmallow's nested messages to [(dotted path, message)], e.g. events.3.timestamp."""
+    if isinstance(messages, dict):
+        items = []
+        for key, value in messages.items():
+            path = f"{prefix}.{key}" if prefix and key != "_schema" else (prefix or str(key))
+            items.extend(flatten(value, path))
+        return items
+    if isinstance(messages, list):
+        items = []
+        for message in messages:
+            items.extend(flatten(message, prefix) if isinstance(message, (dict, list)) else [(prefix, message)])
+        return items
+    return [(prefix, str(messages))]
+
+
+def validation_details(err: ValidationError) -> list[dict]:
+    """Messages may carry a code and a suggestion: "CODE|message|suggestion"."""
+    details = []
+    for path, message in flatten(err.messages):
+        parts = message.split("|", 2) if "|" in message else ["", message]
+        code, text, suggestion = (parts + [None])[:3]
+        details.append(detail(path, text, code or None, suggestion))
+    return details
+
+
+def handle_validation_error(err: ValidationError):
+    details = validation_details(err)
+    first = details[0]
+    return error_response(400, f"{first['path']}: {first['message']}" if first["path"] else first["message"], details)
+
+
+def handle_api_error(err: ApiError):
+    return error_response(err.status, err.message, err.details, err.headers)
+
+
+def handle_http_exception(err: HTTPException):
+    headers = {}
+    if err.code == 405 and err.valid_methods:
+        headers["Allow"] = ", ".join(err.valid_methods)
+    if err.code == 413:
+        headers["Connection"] = "close"
+    return error_response(err.code, MESSAGES.get(err.code) or err.description, headers=headers)
+
+
+def handle_unexpected(err: Exception):
+    if isinstance(err, HTTPException):
+        return handle_http_exception(err)
+    if isinstance(err, sqlite3.OperationalError) or type(err) is sqlite3.DatabaseError:
+        log.warning("database unavailable: %s", err)
+        from flask import current_app
+
+        return error_response(503, headers={"Retry-After": str(current_app.config["RETRY_AFTER_SECONDS"])})
+    log.exception("unexpected error")
+    return error_response(500)
+
+
+def init_app(app) -> None:
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(ValidationError, handle_validation_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,134 @@
+"""Storing usage events exactly once, with the rollups updated in the same transaction."""
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from decimal import Decimal
+
+from . import queries
+from .queries import ROLLUP_TABLES
+from .money import priced_cost, usd_to_micros
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One validated event as sent (cost None when the client sent none)."""
+
+    event_id: str
+    ts_us: int
+    config_id: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_micros: int | None
+    execution_us: int | None
+    billing_source: str
+
+    @classmethod
+    def from_loaded(cls, data: dict) -> "NewEvent":
+        prompt, completion = data["prompt_tokens"], data["completion_tokens"]
+        execution = data["execution_time"]
+        return cls(
+            event_id=data["id"],
+            ts_us=data["timestamp"],
+            config_id=data["model_config_id"],
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion if data["total_tokens"] is None else data["total_tokens"],
+            cost_micros=None if data["cost"] is None else usd_to_micros(data["cost"]),
+            execution_us=None if execution is None else int((execution * 1_000_000).to_integral_value()),
+            billing_source=data["billing_source"],
+        )
+
+    def fingerprint(self) -> int:
+        """A 63-bit hash of the payload, to tell a harmless re-send from a conflicting one."""
+        text = repr((self.ts_us, self.config_id, self.prompt_tokens, self.completion_tokens, self.total_tokens,
+                     self.cost_micros, self.execution_us, self.billing_source))
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+
+
+@dataclass
+class StoreResult:
+    accepted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+
+
+def series_for(db: sqlite3.Connection, owner_id: int, config: sqlite3.Row) -> int:
+    """The series of a config as it is now: model id, provider and name copied at write time."""
+    params = {
+        "owner_id": owner_id,
+        "config_id": config["id"],
+        "model_id": config["model_id"],
+        "provider": config["provider"],
+        "model_name": config["model_name"],
+    }
+    db.execute(queries.INSERT_SERIES, params)
+    return db.execute(queries.SERIES_ID, params).fetchone()[0]
+
+
+def store_events(db: sqlite3.Connection, owner_id: int, events: list[NewEvent], configs: dict[str, sqlite3.Row]) -> StoreResult:
+    """Insert the events not seen before; call inside a write transaction.
+
+    `configs` maps every config id the events use to its row. An id seen before (stored,
+    or earlier in this batch) is skipped; if its payload differs it is also a conflict.
+    """
+    result = StoreResult()
+    series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
+    prices = {}
+    for row in configs.values():
+        model = db.execute(queries.MODEL_BY_ID, {"model_id": row["model_id"]}).fetchone()
+        if model and model["prompt_micros_per_mtok"] is not None and model["completion_micros_per_mtok"] is not None:
+            prices[row["id"]] = (model["prompt_micros_per_mtok"], model["completion_micros_per_mtok"])
+
+    seen = {
+        row["event_id"]: row["fingerprint"]
+        for row in db.execute(
+            queries.STORED_FINGERPRINTS,
+            {"owner_id": owner_id, "event_ids": json.dumps([event.event_id for event in events])},
+        )
+    }
+    rows = []
+    rollups = {grain: {} for grain in ROLLUP_TABLES}
+    for event in events:
+        fingerprint = event.fingerprint()
+        if event.event_id in seen:
+            result.duplicates += 1
+            result.conflicts += seen[event.event_id] != fingerprint
+            continue
+        seen[event.event_id] = fingerprint
+        cost, priced = event.cost_micros, 1
+        if cost is None:
+            price = prices.get(event.config_id)
+            cost, priced = (priced_cost(event.prompt_tokens, event.completion_tokens, *price), 1) if price else (0, 0)
+        series_id = series[event.config_id]
+        rows.append((owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens, event.completion_tokens,
+                     event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint))
+        platform = event.billing_source == "platform"
+        seconds = event.ts_us // 1_000_000
+        for grain, slots in rollups.items():
+            key = (seconds - seconds % grain, series_id)
+            sums = slots.get(key)
+            if sums is None:
+                sums = slots[key] = [0, 0, 0, 0, 0, 0]
+            sums[0] += 1
+            sums[1] += 1 - priced
+            sums[2 if platform else 3] += event.total_tokens
+            sums[4 if platform else 5] += cost
+    if rows:
+        db.executemany(queries.INSERT_EVENT, rows)
+        for grain, slots in rollups.items():
+            db.executemany(
+                queries.UPSERT_ROLLUP[grain],
+                [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
+            )
+        db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+    result.accepted = len(rows)
+    return result
+
+
+def rebuild_rollups(db: sqlite3.Connection) -> None:
+    """Recompute every rollup from the events; call inside a write transaction."""
+    for grain in ROLLUP_TABLES:
+        db.execute(queries.CLEAR_ROLLUP[grain])
+        db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain})

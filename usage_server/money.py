@@ -1,0 +1,24 @@
+"""Exact money: integer micro-dollars inside, JSON numbers outside.
+
+A micro-dollar is the precision the API reports (6 decimals), so every total is the
+exact sum of the parts shown with it: summary, per-model and per-bucket costs agree.
+"""
+from decimal import ROUND_HALF_EVEN, Decimal
+
+MICROS_PER_USD = 10**6
+
+
+def usd_to_micros(amount: Decimal | int) -> int:
+    """Dollars (as sent, parsed as Decimal) to integer micro-dollars, half-even."""
+    return int((Decimal(amount) * MICROS_PER_USD).to_integral_value(ROUND_HALF_EVEN))
+
+
+def micros_to_usd(micros: int) -> float:
+    """Micro-dollars to the nearest JSON number (at most 6 decimals)."""
+    return float(Decimal(micros) / MICROS_PER_USD)
+
+
+def priced_cost(prompt_tokens: int, completion_tokens: int, prompt_price: int, completion_price: int) -> int:
+    """Catalogue cost in micro-dollars (half-up); prices are micro-dollars per million tokens."""
+    numerator = prompt_tokens * prompt_price + completion_tokens * completion_price
+    return (numerator + 500_000) // 1_000_000

@@ -1,0 +1,63 @@
+"""The model catalogue: names and list prices used when an event carries no cost."""
+import json
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from . import queries
+from .money import usd_to_micros
+
+DEFAULT_CATALOGUE = Path(__file__).resolve().parent / "prices.json"
+
+
+class PriceSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    model_id = fields.String(data_key="modelId", required=True, validate=validate.Length(1, 128))
+    provider = fields.String(required=True, validate=validate.Length(1, 128))
+    display_name = fields.String(data_key="displayName", load_default=None)
+    prompt_per_million = fields.Decimal(data_key="promptPerMillion", load_default=None, validate=validate.Range(min=0))
+    completion_per_million = fields.Decimal(data_key="completionPerMillion", load_default=None, validate=validate.Range(min=0))
+
+
+class CatalogueSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    models = fields.List(fields.Nested(PriceSchema), required=True)
+
+
+def read_catalogue(path: Path) -> list[dict]:
+    """Parse and validate a catalogue file; raises ValueError with a readable reason."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"), parse_float=Decimal)
+        return CatalogueSchema().load(document)["models"]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    except ValidationError as exc:
+        raise ValueError(f"invalid catalogue {path}: {exc.messages}") from None
+
+
+def import_catalogue(conn: sqlite3.Connection, models: list[dict]) -> int:
+    """Insert or update models; prices not given stay unknown (unpriced)."""
+    rows = [
+        {
+            "model_id": m["model_id"],
+            "provider": m["provider"],
+            "display_name": m["display_name"] or m["model_id"],
+            "prompt_price": None if m["prompt_per_million"] is None else usd_to_micros(m["prompt_per_million"]),
+            "completion_price": None if m["completion_per_million"] is None else usd_to_micros(m["completion_per_million"]),
+        }
+        for m in models
+    ]
+    conn.executemany(queries.UPSERT_MODEL, rows)
+    return len(rows)
+
+
+def load_default_catalogue(conn: sqlite3.Connection) -> None:
+    """Fill the catalogue on first start; later imports are never overwritten."""
+    if conn.execute(queries.COUNT_MODELS).fetchone()[0] == 0:
+        import_catalogue(conn, read_catalogue(DEFAULT_CATALOGUE))

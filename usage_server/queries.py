@@ -1,0 +1,285 @@
+"""Every SQL statement of the server, as SQL. Values are always bound parameters.
+
+Rollup statements exist once per rollup table: the table names come from the fixed
+ROLLUP_TABLES tuple below, never from a request.
+"""
+
+ROLLUP_TABLES = {86_400: "rollup_day", 3_600: "rollup_hour", 900: "rollup_quarter"}
+
+# --- owners and keys ------------------------------------------------------------
+
+INSERT_OWNER = """
+INSERT INTO owner (name, created_at)
+VALUES (:name, :created_at)
+ON CONFLICT (name) DO NOTHING
+"""
+
+OWNER_ID_BY_NAME = """
+SELECT id
+FROM owner
+WHERE name = :name
+"""
+
+INSERT_KEY = """
+INSERT INTO api_key (id, owner_id, name, key_hash, scopes, created_at)
+VALUES (:id, :owner_id, :name, :key_hash, :scopes, :created_at)
+"""
+
+KEY_BY_HASH = """
+SELECT api_key.id, api_key.owner_id, api_key.key_hash, api_key.scopes, owner.name AS owner_name
+FROM api_key
+JOIN owner ON owner.id = api_key.owner_id
+WHERE api_key.key_hash = :key_hash
+  AND api_key.revoked_at IS NULL
+"""
+
+LIST_KEYS = """
+SELECT api_key.id, owner.name AS owner, api_key.name, api_key.scopes,
+       api_key.created_at, api_key.revoked_at
+FROM api_key
+JOIN owner ON owner.id = api_key.owner_id
+WHERE :owner IS NULL OR owner.name = :owner
+ORDER BY api_key.created_at, api_key.id
+"""
+
+REVOKE_KEY = """
+UPDATE api_key
+SET revoked_at = :revoked_at
+WHERE (id = :id OR key_hash = :key_hash)
+  AND revoked_at IS NULL
+"""
+
+KEY_EXISTS = """
+SELECT 1
+FROM api_key
+WHERE id = :id OR key_hash = :key_hash
+"""
+
+# --- model catalogue --------------------------------------------------------------
+
+COUNT_MODELS = """
+SELECT COUNT(*)
+FROM model
+"""
+
+UPSERT_MODEL = """
+INSERT INTO model (model_id, provider, display_name, prompt_micros_per_mtok, completion_micros_per_mtok)
+VALUES (:model_id, :provider, :display_name, :prompt_price, :completion_price)
+ON CONFLICT (model_id) DO UPDATE SET
+    provider = excluded.provider,
+    display_name = excluded.display_name,
+    prompt_micros_per_mtok = excluded.prompt_micros_per_mtok,
+    completion_micros_per_mtok = excluded.completion_micros_per_mtok
+"""
+
+MODEL_BY_ID = """
+SELECT model_id, provider, display_name, prompt_micros_per_mtok, completion_micros_per_mtok
+FROM model
+WHERE model_id = :model_id
+"""
+
+# --- model configurations ----------------------------------------------------------
+
+INSERT_CONFIG = """
+INSERT INTO model_config (owner_id, id, display_name, model_id, provider, model_name,
+                          provider_key_id, settings, created_at, updated_at)
+VALUES (:owner_id, :id, :display_name, :model_id, :provider, :model_name,
+        :provider_key_id, :settings, :created_at, :created_at)
+ON CONFLICT (owner_id, id) DO NOTHING
+"""
+
+CONFIG_BY_ID = """
+SELECT id, display_name, model_id, provider, model_name, provider_key_id, settings, created_at, updated_at
+FROM model_config
+WHERE owner_id = :owner_id
+  AND id = :id
+"""
+
+LIST_CONFIGS = """
+SELECT id, display_name, model_id, provider, model_name, provider_key_id, settings, created_at, updated_at
+FROM model_config
+WHERE owner_id = :owner_id
+ORDER BY created_at, id
+"""
+
+CONFIG_USAGE = """
+SELECT model_config.id, model_config.provider, model_config.model_id,
+       COALESCE((SELECT SUM(rollup_day.requests)
+                 FROM usage_series
+                 JOIN rollup_day ON rollup_day.series_id = usage_series.id
+                 WHERE usage_series.owner_id = model_config.owner_id
+                   AND usage_series.config_id = model_config.id
+                   AND rollup_day.owner_id = model_config.owner_id), 0) AS usage_count,
+       (SELECT MAX(usage_event.ts_us)
+        FROM usage_series
+        JOIN usage_event ON usage_event.series_id = usage_series.id
+        WHERE usage_series.owner_id = model_config.owner_id
+          AND usage_series.config_id = model_config.id) AS last_used_us
+FROM model_config
+WHERE model_config.owner_id = :owner_id
+ORDER BY model_config.created_at, model_config.id
+"""
+
+# --- writing usage -------------------------------------------------------------------
+
+INSERT_SERIES = """
+INSERT INTO usage_series (owner_id, config_id, model_id, provider, model_name)
+VALUES (:owner_id, :config_id, :model_id, :provider, :model_name)
+ON CONFLICT DO NOTHING
+"""
+
+SERIES_ID = """
+SELECT id
+FROM usage_series
+WHERE owner_id = :owner_id
+  AND config_id = :config_id
+  AND model_id = :model_id
+  AND provider = :provider
+  AND model_name = :model_name
+"""
+
+STORED_FINGERPRINTS = """
+SELECT event_id, fingerprint
+FROM usage_event
+WHERE owner_id = :owner_id
+  AND event_id IN (SELECT value FROM json_each(:event_ids))
+"""
+
+INSERT_EVENT = """
+INSERT INTO usage_event (owner_id, event_id, ts_us, series_id, prompt_tokens, completion_tokens,
+                         total_tokens, cost_micros, priced, execution_us, billing_source, fingerprint)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_UPSERT_ROLLUP = """
+INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET
+    requests = requests + excluded.requests,
+    unpriced = unpriced + excluded.unpriced,
+    platform_tokens = platform_tokens + excluded.platform_tokens,
+    user_tokens = user_tokens + excluded.user_tokens,
+    platform_cost = platform_cost + excluded.platform_cost,
+    user_cost = user_cost + excluded.user_cost
+"""
+UPSERT_ROLLUP = {grain: _UPSERT_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+
+BUMP_OWNER_VERSION = """
+INSERT INTO owner_version (owner_id, version)
+VALUES (:owner_id, 1)
+ON CONFLICT (owner_id) DO UPDATE SET version = version + 1
+"""
+
+OWNER_VERSION = """
+SELECT COALESCE((SELECT version FROM owner_version WHERE owner_id = :owner_id), 0)
+"""
+
+# --- rebuilding rollups from the events ---------------------------------------------------
+
+_REBUILD_ROLLUP = """
+INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+SELECT owner_id,
+       ts_us / 1000000 - (ts_us / 1000000) % :grain AS slot_start,
+       series_id,
+       COUNT(*),
+       SUM(1 - priced),
+       SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END),
+       SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END),
+       SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END),
+       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END)
+FROM usage_event
+GROUP BY owner_id, slot_start, series_id
+"""
+CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.items()}
+REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+
+# --- reading usage ------------------------------------------------------------------------
+# Buckets: strftime(:fmt, <slot start> + :offset, 'unixepoch', :shift, :align), where the
+# format and modifiers come from schemas.BUCKET_FORMATS (week: '-6 days', 'weekday 1').
+
+_SERIES_FILTER = """
+(:config_id IS NULL
+ OR series_id IN (SELECT id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id))
+"""
+
+_ROLLUP_BUCKETS = """
+SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
+       SUM(requests) AS requests,
+       SUM(platform_tokens + user_tokens) AS tokens,
+       SUM(platform_cost + user_cost) AS cost
+FROM {table}
+WHERE owner_id = :owner_id
+  AND slot_start >= :lo
+  AND slot_start < :hi
+  AND """ + _SERIES_FILTER + """
+GROUP BY bucket
+"""
+
+_ROLLUP_SERIES_TOTALS = """
+SELECT series_id,
+       SUM(requests) AS requests,
+       SUM(unpriced) AS unpriced,
+       SUM(platform_tokens) AS platform_tokens,
+       SUM(user_tokens) AS user_tokens,
+       SUM(platform_cost) AS platform_cost,
+       SUM(user_cost) AS user_cost
+FROM {table}
+WHERE owner_id = :owner_id
+  AND slot_start >= :lo
+  AND slot_start < :hi
+  AND """ + _SERIES_FILTER + """
+GROUP BY series_id
+"""
+
+_OWNER_EVENTS = """
+series_id IN (SELECT id FROM usage_series
+              WHERE owner_id = :owner_id
+                AND (:config_id IS NULL OR config_id = :config_id))
+  AND ts_us >= :lo * 1000000
+  AND ts_us < :hi * 1000000
+"""
+
+EVENT_BUCKETS = """
+SELECT strftime(:fmt, ts_us / 1000000 + :offset, 'unixepoch', :shift, :align) AS bucket,
+       COUNT(*) AS requests,
+       SUM(total_tokens) AS tokens,
+       SUM(cost_micros) AS cost
+FROM usage_event
+WHERE """ + _OWNER_EVENTS + """
+GROUP BY bucket
+"""
+
+EVENT_SERIES_TOTALS = """
+SELECT series_id,
+       COUNT(*) AS requests,
+       SUM(1 - priced) AS unpriced,
+       SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END) AS platform_tokens,
+       SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END) AS user_tokens,
+       SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END) AS platform_cost,
+       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END) AS user_cost
+FROM usage_event
+WHERE """ + _OWNER_EVENTS + """
+GROUP BY series_id
+"""
+
+BUCKETS = {grain: _ROLLUP_BUCKETS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+BUCKETS[1] = EVENT_BUCKETS
+SERIES_TOTALS = {grain: _ROLLUP_SERIES_TOTALS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+SERIES_TOTALS[1] = EVENT_SERIES_TOTALS
+
+OWNER_SERIES = """
+SELECT id, config_id, model_id, provider, model_name
+FROM usage_series
+WHERE owner_id = :owner_id
+"""
+
+RECENT_EVENTS = """
+SELECT event_id, ts_us, prompt_tokens, completion_tokens, total_tokens,
+       cost_micros, priced, execution_us, billing_source
+FROM usage_event
+WHERE series_id IN (SELECT id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id)
+ORDER BY ts_us DESC, id DESC
+LIMIT :limit
+"""

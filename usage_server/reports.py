@@ -1,0 +1,163 @@
+"""The usage report of GET /v1/model-usage, assembled from rollup queries.
+
+A query's UTC span is covered by "pieces": runs of whole slots of the coarsest rollup
+whose slots never straddle a bucket boundary (a UTC day cannot serve a day bucket
+in UTC-8, an hour can), with finer rollups, and at worst the raw events, at the edges.
+Each piece is one GROUP BY over strftime buckets, so the work grows with the buckets
+asked for, not with the events stored.
+"""
+import sqlite3
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from zoneinfo import ZoneInfo
+
+from . import queries
+from .money import micros_to_usd
+from .timeranges import bucket_labels, hour_suffix, local_midnight, segments
+
+GRAINS = (86_400, 3_600, 900, 1)  # rollup_day, rollup_hour, rollup_quarter, usage_event
+GRANULARITY_SECONDS = {"hour": 3_600, "day": 86_400, "week": 86_400, "month": 86_400}
+BUCKET_FORMATS = {  # (strftime format, first modifier, second modifier)
+    "hour": ("%Y-%m-%dT%H:00:00", "+0 days", "+0 days"),
+    "day": ("%Y-%m-%d", "+0 days", "+0 days"),
+    "week": ("%Y-%m-%d", "-6 days", "weekday 1"),
+    "month": ("%Y-%m-01", "+0 days", "+0 days"),
+}
+TOTAL_FIELDS = ("requests", "unpriced", "platform_tokens", "user_tokens", "platform_cost", "user_cost")
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    owner_id: int
+    start: date
+    end: date
+    period: str
+    granularity: str
+    zone_name: str
+    config_id: str | None = None
+
+
+def cover(lo: int, hi: int, offset: int, max_grain: int) -> list[tuple[int, int, int]]:
+    """(grain, start, end) pieces covering [lo, hi), coarsest first where aligned."""
+    for grain in GRAINS:
+        if grain > max_grain or offset % grain:
+            continue
+        first, last = -(-lo // grain) * grain, hi // grain * grain
+        if first >= last:
+            continue
+        return cover(lo, first, offset, grain - 1) + [(grain, first, last)] + cover(last, hi, offset, grain - 1)
+    return []
+
+
+def span(query: UsageQuery) -> tuple[int, int]:
+    zone = ZoneInfo(query.zone_name)
+    return local_midnight(query.start, zone), local_midnight(query.end + timedelta(days=1), zone)
+
+
+def time_series(db: sqlite3.Connection, query: UsageQuery) -> list[dict]:
+    """One zero-filled point per bucket, in order."""
+    zone = ZoneInfo(query.zone_name)
+    lo, hi = span(query)
+    segs = segments(lo, hi, zone)
+    labels = bucket_labels(query.start, query.end, query.granularity, segs, query.zone_name)
+    points = {label: [0, 0, 0] for label in labels}
+    fmt, shift, align = BUCKET_FORMATS[query.granularity]
+    for seg in segs:
+        suffix = hour_suffix(query.zone_name, seg.offset) if query.granularity == "hour" else ""
+        for grain, first, last in cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[query.granularity]):
+            params = {
+                "fmt": fmt, "shift": shift, "align": align, "offset": seg.offset,
+                "owner_id": query.owner_id, "config_id": query.config_id, "lo": first, "hi": last,
+            }
+            for bucket, requests, tokens, cost in db.execute(queries.BUCKETS[grain], params):
+                point = points[bucket + suffix]
+                point[0] += requests
+                point[1] += tokens
+                point[2] += cost
+    return [
+        {"cost": micros_to_usd(cost), "date": label, "requests": requests, "tokens": tokens}
+        for label, (requests, tokens, cost) in points.items()
+    ]
+
+
+def series_totals(db: sqlite3.Connection, query: UsageQuery) -> dict[int, dict]:
+    """Totals per usage series over the whole range (bucket boundaries do not matter)."""
+    lo, hi = span(query)
+    totals: dict[int, dict] = {}
+    for grain, first, last in cover(lo, hi, 0, GRAINS[0]):
+        params = {"owner_id": query.owner_id, "config_id": query.config_id, "lo": first, "hi": last}
+        for row in db.execute(queries.SERIES_TOTALS[grain], params):
+            entry = totals.setdefault(row["series_id"], dict.fromkeys(TOTAL_FIELDS, 0))
+            for field in TOTAL_FIELDS:
+                entry[field] += row[field]
+    return totals
+
+
+def avg_cost(cost_micros: int, requests: int) -> float:
+    average = Decimal(cost_micros) / Decimal(10**6) / requests
+    return float(average.quantize(Decimal("0.000001"), ROUND_HALF_EVEN))
+
+
+def usage_by_model(db: sqlite3.Connection, query: UsageQuery, totals: dict[int, dict]) -> dict[str, dict]:
+    """Fold series into models, ordered by cost (then requests, then id)."""
+    models: dict[str, dict] = {}
+    for row in db.execute(queries.OWNER_SERIES, {"owner_id": query.owner_id}):
+        total = totals.get(row["id"])
+        if not total or not total["requests"]:
+            continue
+        model = models.setdefault(row["model_id"], {"requests": 0, "tokens": 0, "cost": 0, "names": {}})
+        model["requests"] += total["requests"]
+        model["tokens"] += total["platform_tokens"] + total["user_tokens"]
+        model["cost"] += total["platform_cost"] + total["user_cost"]
+        names = (row["provider"], row["model_name"])
+        model["names"][names] = model["names"].get(names, 0) + total["requests"]
+    ordered = sorted(models.items(), key=lambda item: (-item[1]["cost"], -item[1]["requests"], item[0]))
+    result = {}
+    for model_id, model in ordered:
+        provider, model_name = max(model["names"].items(), key=lambda item: (item[1], item[0]))[0]
+        result[model_id] = {
+            "avgCostPerRequest": avg_cost(model["cost"], model["requests"]),
+            "modelId": model_id,
+            "provider": provider,
+            "requestCount": model["requests"],
+            "totalCost": micros_to_usd(model["cost"]),
+            "totalTokens": model["tokens"],
+            "modelName": model_name,
+        }
+    return result
+
+
+def summary(totals: dict[int, dict]) -> dict:
+    sums = dict.fromkeys(TOTAL_FIELDS, 0)
+    for total in totals.values():
+        for field in TOTAL_FIELDS:
+            sums[field] += total[field]
+    return {
+        "totalCost": micros_to_usd(sums["platform_cost"] + sums["user_cost"]),
+        "totalRequests": sums["requests"],
+        "totalTokens": sums["platform_tokens"] + sums["user_tokens"],
+        "platformCost": micros_to_usd(sums["platform_cost"]),
+        "platformTokens": sums["platform_tokens"],
+        "userCost": micros_to_usd(sums["user_cost"]),
+        "userTokens": sums["user_tokens"],
+    }, sums["unpriced"]
+
+
+def model_usage(db: sqlite3.Connection, query: UsageQuery, data_source: str) -> dict:
+    totals = series_totals(db, query)
+    summary_part, unpriced = summary(totals)
+    return {
+        "meta": {
+            "startDate": query.start.isoformat(),
+            "endDate": query.end.isoformat(),
+            "dataSource": data_source,
+            "granularity": query.granularity,
+            "period": query.period,
+            "timezone": query.zone_name,
+            "unpricedRequests": unpriced,
+        },
+        "summary": summary_part,
+        "usageByModel": usage_by_model(db, query, totals),
+        "timeSeries": time_series(db, query),
+    }

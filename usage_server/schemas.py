@@ -1,0 +1,193 @@
+"""marshmallow schemas for every query string and body. Unknown keys are errors.
+
+Custom messages read "CODE|message|suggestion" (see errors.validation_details).
+"""
+import re
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from zoneinfo import available_timezones
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .timeranges import GRANULARITIES, PERIODS
+
+CONFIG_ID = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
+EVENT_ID = re.compile(r"\A[A-Za-z0-9_.:-]{1,128}\Z")
+MAX_TOKENS = 10**12  # per field and event: keeps every sum far inside 64 bits
+MAX_COST_USD = 10**6
+MAX_EXECUTION_SECONDS = 10**7
+FIRST_DATE, LAST_DATE = date(1970, 1, 1), date(9999, 12, 30)
+MIN_INSTANT = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def one_of(choices):
+    return validate.OneOf(choices, error="INVALID_VALUE|must be one of: {choices}|use one of: {choices}")
+
+
+class IsoDate(fields.Field):
+    """A calendar date written exactly YYYY-MM-DD."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValidationError("INVALID_DATE|must be a date written YYYY-MM-DD|e.g. 2024-06-01")
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise ValidationError("INVALID_DATE|is not a real calendar date|e.g. 2024-06-01") from None
+        if not FIRST_DATE <= day <= LAST_DATE:
+            raise ValidationError(f"OUT_OF_RANGE|must be between {FIRST_DATE} and {LAST_DATE}")
+        return day
+
+
+class ZoneName(fields.String):
+    """An IANA time-zone name, returned as given."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        name = super()._deserialize(value, attr, data, **kwargs)
+        if name not in available_zone_names():
+            raise ValidationError("UNKNOWN_TIMEZONE|is not a known IANA time zone|e.g. UTC, America/Los_Angeles")
+        return name
+
+
+_ZONES: set[str] = set()
+
+
+def available_zone_names() -> set[str]:
+    if not _ZONES:
+        _ZONES.update(available_timezones())
+        _ZONES.add("UTC")
+    return _ZONES
+
+
+config_id_field = dict(
+    validate=validate.Regexp(CONFIG_ID, error="INVALID_ID|must be 1 to 64 characters of A-Z a-z 0-9 _ . -")
+)
+
+
+class UsageQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    start_date = IsoDate(data_key="startDate", load_default=None)
+    end_date = IsoDate(data_key="endDate", load_default=None)
+    period = fields.String(load_default=None, validate=one_of(PERIODS))
+    granularity = fields.String(load_default="day", validate=one_of(GRANULARITIES))
+    model_config_id = fields.String(data_key="modelConfigId", load_default=None, **config_id_field)
+    timezone = ZoneName(load_default=None)
+
+    @validates_schema
+    def check_range(self, data, **kwargs):
+        if data["period"] and (data["start_date"] or data["end_date"]):
+            raise ValidationError(
+                "CONFLICTING_PARAMETERS|cannot be combined with startDate or endDate|"
+                "send either period or startDate/endDate",
+                "period",
+            )
+        if data["start_date"] and data["end_date"] and data["start_date"] > data["end_date"]:
+            raise ValidationError(
+                "INVALID_RANGE|must not be after endDate|use a startDate on or before endDate", "startDate"
+            )
+
+
+class DetailsQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(
+        load_default=50,
+        validate=validate.Range(1, 1000, error="OUT_OF_RANGE|must be between 1 and 1000|use 1 to 1000"),
+        error_messages={"invalid": "INVALID_TYPE|must be a whole number|use 1 to 1000"},
+    )
+
+
+class EmptyQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ModelConfigSchema(Schema):
+    """Body of POST /v1/model-configs (the reference client's own body works too)."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(load_default=None, **config_id_field)
+    display_name = fields.String(data_key="displayName", load_default=None, validate=validate.Length(1, 200))
+    model_id = fields.String(data_key="modelId", required=True, validate=validate.Length(1, 128))
+    provider = fields.String(required=True, validate=validate.Length(1, 128))
+    model_name = fields.String(data_key="modelName", load_default=None, validate=validate.Length(1, 200))
+    provider_key_id = fields.String(data_key="providerKeyId", load_default=None, validate=validate.Length(1, 200))
+    settings = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class StrictNumber(fields.Field):
+    """A JSON number (int or decimal), never a string or a boolean, finite, in range."""
+
+    def __init__(self, maximum, **kwargs):
+        super().__init__(**kwargs)
+        self.maximum = maximum
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+            raise ValidationError("INVALID_TYPE|must be a JSON number")
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise ValidationError("INVALID_TYPE|must be a finite number")
+        if value < 0 or value > self.maximum:
+            raise ValidationError(f"OUT_OF_RANGE|must be between 0 and {self.maximum}")
+        return Decimal(value)
+
+
+class Instant(fields.Field):
+    """An ISO 8601 timestamp; no offset means UTC. Loads as UTC epoch microseconds."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError("INVALID_TYPE|must be an ISO 8601 string|e.g. 2024-06-01T14:22:00Z")
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError("INVALID_TIMESTAMP|is not an ISO 8601 timestamp|e.g. 2024-06-01T14:22:00Z") from None
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=timezone.utc)
+        if instant < MIN_INSTANT:
+            raise ValidationError("OUT_OF_RANGE|must not be before 1970-01-01T00:00:00Z")
+        delta = instant - MIN_INSTANT
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def token_count(**kwargs):
+    return fields.Integer(
+        strict=True,
+        validate=validate.Range(0, MAX_TOKENS, error=f"OUT_OF_RANGE|must be between 0 and {MAX_TOKENS}"),
+        error_messages={"invalid": "INVALID_TYPE|must be a JSON integer"},
+        **kwargs,
+    )
+
+
+class EventSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(
+        required=True,
+        validate=validate.Regexp(EVENT_ID, error="INVALID_ID|must be 1 to 128 characters of A-Z a-z 0-9 _ . : -"),
+    )
+    timestamp = Instant(required=True)
+    model_config_id = fields.String(data_key="modelConfigId", required=True, **config_id_field)
+    prompt_tokens = token_count(data_key="promptTokens", required=True)
+    completion_tokens = token_count(data_key="completionTokens", required=True)
+    total_tokens = token_count(data_key="totalTokens", load_default=None)
+    cost = StrictNumber(MAX_COST_USD, load_default=None)
+    execution_time = StrictNumber(MAX_EXECUTION_SECONDS, data_key="executionTime", load_default=None)
+    billing_source = fields.String(data_key="billingSource", load_default="platform", validate=one_of(("platform", "user")))
+
+
+class EventBatchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    events = fields.List(
+        fields.Nested(EventSchema),
+        required=True,
+        validate=validate.Length(1, 1000, error="BATCH_SIZE|must hold 1 to 1000 events|split larger batches"),
+    )

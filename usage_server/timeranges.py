@@ -1,0 +1,143 @@
+"""Calendar logic: resolving periods to ranges, time-zone offsets and time buckets.
+
+A query covers the UTC instants [lo, hi): local midnight of startDate to local midnight
+after endDate. That span is cut into segments of constant UTC offset (daylight-saving
+changes end a segment); within a segment, bucket starts are plain arithmetic.
+"""
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+PERIODS = ("today", "yesterday", "last_7_days", "last_30_days", "current_month", "last_month", "current_year")
+GRANULARITIES = ("hour", "day", "week", "month")
+MAX_BUCKETS = 10_000
+UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu"})
+PROBE_STEP = 86_400  # offsets change at most once a day in every zone in the database
+
+
+@dataclass(frozen=True)
+class Segment:
+    """UTC instants [start, end) during which the zone keeps `offset` seconds."""
+
+    start: int
+    end: int
+    offset: int
+
+
+def preset_range(period: str, today: date) -> tuple[date, date]:
+    if period == "today":
+        return today, today
+    if period == "yesterday":
+        return today - timedelta(days=1), today - timedelta(days=1)
+    if period == "last_7_days":
+        return today - timedelta(days=6), today
+    if period == "last_30_days":
+        return today - timedelta(days=29), today
+    if period == "current_month":
+        return today.replace(day=1), today
+    if period == "last_month":
+        last = today.replace(day=1) - timedelta(days=1)
+        return last.replace(day=1), last
+    if period == "current_year":
+        return today.replace(month=1, day=1), today
+    raise ValueError(period)
+
+
+def resolve_dates(start: date | None, end: date | None, period: str | None, today: date):
+    """The contract's range rules; returns (start, end, period name for meta)."""
+    if start is None and end is None:
+        period = period or "last_7_days"
+        return (*preset_range(period, today), period)
+    if start is None:
+        start = end - timedelta(days=6)
+    if end is None:
+        end = today
+    return start, end, "custom"
+
+
+def local_today(zone: ZoneInfo, now: datetime) -> date:
+    return now.astimezone(zone).date()
+
+
+def local_midnight(day: date, zone: ZoneInfo) -> int:
+    """UTC epoch seconds of the first instant of `day` in `zone`."""
+    return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())
+
+
+def offset_at(instant: int, zone: ZoneInfo) -> int:
+    return int(datetime.fromtimestamp(instant, zone).utcoffset().total_seconds())
+
+
+def segments(lo: int, hi: int, zone: ZoneInfo) -> list[Segment]:
+    """Split [lo, hi) where the zone's UTC offset changes (found by bisection)."""
+    result = []
+    start, offset = lo, offset_at(lo, zone)
+    probe = lo
+    while probe < hi - 1:
+        nxt = min(probe + PROBE_STEP, hi - 1)
+        if offset_at(nxt, zone) == offset:
+            probe = nxt
+            continue
+        low, high = probe, nxt  # offset(low) is the current one, offset(high) is not
+        while high - low > 1:
+            mid = (low + high) // 2
+            if offset_at(mid, zone) == offset:
+                low = mid
+            else:
+                high = mid
+        result.append(Segment(start, high, offset))
+        start, offset, probe = high, offset_at(high, zone), high
+    result.append(Segment(start, hi, offset))
+    return result
+
+
+def format_offset(offset: int) -> str:
+    sign = "+" if offset >= 0 else "-"
+    minutes = abs(offset) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def hour_suffix(zone_name: str, offset: int) -> str:
+    """`Z` in UTC (as the reference writes it), else the offset in effect."""
+    return "Z" if zone_name in UTC_NAMES else format_offset(offset)
+
+
+def count_buckets(start: date, end: date, granularity: str) -> int:
+    """Number of buckets, without building them (hour is an upper bound within a day)."""
+    days = (end - start).days + 1
+    if granularity == "day":
+        return days
+    if granularity == "week":
+        first = start - timedelta(days=start.weekday())
+        return (end - first).days // 7 + 1
+    if granularity == "month":
+        return (end.year - start.year) * 12 + end.month - start.month + 1
+    return days * 24
+
+
+def bucket_labels(start: date, end: date, granularity: str, segs: list[Segment], zone_name: str) -> list[str]:
+    """Every bucket's `date` label in order: the series to zero-fill."""
+    if granularity == "day":
+        return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    if granularity == "week":
+        day = start - timedelta(days=start.weekday())
+        labels = []
+        while day <= end:
+            labels.append(day.isoformat())
+            day += timedelta(days=7)
+        return labels
+    if granularity == "month":
+        labels, year, month = [], start.year, start.month
+        while (year, month) <= (end.year, end.month):
+            labels.append(f"{year:04d}-{month:02d}-01")
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return labels
+    labels = []
+    for seg in segs:
+        suffix = hour_suffix(zone_name, seg.offset)
+        first = seg.start - (seg.start + seg.offset) % 3600
+        for instant in range(first, seg.end, 3600):
+            label = datetime.fromtimestamp(instant + seg.offset, timezone.utc).strftime("%Y-%m-%dT%H:00:00") + suffix
+            if not labels or labels[-1] != label:
+                labels.append(label)
+    return labels
