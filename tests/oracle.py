@@ -1,0 +1,144 @@
+"""An independent oracle: the expected GET /v1/model-usage answer in plain Python.
+
+It shares no code with the server: it walks the same events one by one with zoneinfo
+and Decimal, the slow obvious way.
+"""
+from collections import defaultdict
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from zoneinfo import ZoneInfo
+
+UTC_ALIASES = {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu"}
+
+
+def parse_instant(text):
+    instant = datetime.fromisoformat(text)
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=timezone.utc)
+    return instant.astimezone(timezone.utc)
+
+
+def event_cost_micros(event, prices):
+    """prices: model id -> (prompt USD per million, completion USD per million) as strings."""
+    if event.get("cost") is not None:
+        return int((Decimal(str(event["cost"])) * 10**6).to_integral_value(ROUND_HALF_EVEN)), True
+    price = prices.get(event["_model_id"])
+    if price is None:
+        return 0, False
+    # USD per million tokens times tokens is micro-dollars; rounded half up
+    micros = Decimal(event["promptTokens"]) * Decimal(price[0]) + Decimal(event["completionTokens"]) * Decimal(price[1])
+    return int((micros + Decimal("0.5")).to_integral_value(ROUND_FLOOR)), True
+
+
+def offset_label(offset: timedelta) -> str:
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def hour_label(instant_utc: datetime, zone_name: str) -> str:
+    local = instant_utc.astimezone(ZoneInfo(zone_name))
+    suffix = "Z" if zone_name in UTC_ALIASES else offset_label(local.utcoffset())
+    return local.strftime("%Y-%m-%dT%H:00:00") + suffix
+
+
+def bucket_of(local_day: date, granularity: str) -> str:
+    if granularity == "week":
+        return (local_day - timedelta(days=local_day.weekday())).isoformat()
+    if granularity == "month":
+        return local_day.replace(day=1).isoformat()
+    return local_day.isoformat()
+
+
+def all_labels(start: date, end: date, granularity: str, zone_name: str) -> list[str]:
+    zone = ZoneInfo(zone_name)
+    if granularity != "hour":
+        labels, day = [], start
+        while day <= end:
+            label = bucket_of(day, granularity)
+            if not labels or labels[-1] != label:
+                labels.append(label)
+            day += timedelta(days=1)
+        return labels
+    lo = datetime(start.year, start.month, start.day, tzinfo=zone).astimezone(timezone.utc)
+    after = end + timedelta(days=1)
+    hi = datetime(after.year, after.month, after.day, tzinfo=zone).astimezone(timezone.utc)
+    labels, instant = [], lo
+    while instant < hi:  # every quarter hour: catches half- and quarter-hour offsets
+        label = hour_label(instant, zone_name)
+        if not labels or labels[-1] != label:
+            labels.append(label)
+        instant += timedelta(minutes=15)
+    return labels
+
+
+def usd(micros: int) -> float:
+    return float(Decimal(micros) / 10**6)
+
+
+def expected_usage(events, configs, prices, start, end, granularity="day", zone_name="UTC", config_id=None):
+    """events: dicts as sent to the API; configs: id -> {modelId, provider, modelName}."""
+    zone = ZoneInfo(zone_name)
+    series = {label: [0, 0, 0] for label in all_labels(start, end, granularity, zone_name)}
+    models = defaultdict(lambda: {"requests": 0, "tokens": 0, "cost": 0})
+    names = {}
+    totals = defaultdict(int)
+    seen = set()
+    for event in events:
+        if event["id"] in seen:
+            continue
+        seen.add(event["id"])
+        if config_id is not None and event["modelConfigId"] != config_id:
+            continue
+        instant = parse_instant(event["timestamp"])
+        local = instant.astimezone(zone)
+        if not start <= local.date() <= end:
+            continue
+        config = configs[event["modelConfigId"]]
+        cost, priced = event_cost_micros({**event, "_model_id": config["modelId"]}, prices)
+        tokens = event.get("totalTokens")
+        tokens = event["promptTokens"] + event["completionTokens"] if tokens is None else tokens
+        label = hour_label(instant, zone_name) if granularity == "hour" else bucket_of(local.date(), granularity)
+        point = series[label]
+        point[0] += 1
+        point[1] += tokens
+        point[2] += cost
+        model = models[config["modelId"]]
+        model["requests"] += 1
+        model["tokens"] += tokens
+        model["cost"] += cost
+        names[config["modelId"]] = (config["provider"], config["modelName"])
+        source = event.get("billingSource", "platform")
+        totals["requests"] += 1
+        totals["unpriced"] += not priced
+        totals[f"{source}_tokens"] += tokens
+        totals[f"{source}_cost"] += cost
+    by_model = {}
+    for model_id, model in sorted(models.items(), key=lambda item: (-item[1]["cost"], -item[1]["requests"], item[0])):
+        average = (Decimal(model["cost"]) / 10**6 / model["requests"]).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
+        by_model[model_id] = {
+            "avgCostPerRequest": float(average),
+            "modelId": model_id,
+            "provider": names[model_id][0],
+            "requestCount": model["requests"],
+            "totalCost": usd(model["cost"]),
+            "totalTokens": model["tokens"],
+            "modelName": names[model_id][1],
+        }
+    return {
+        "summary": {
+            "totalCost": usd(totals["platform_cost"] + totals["user_cost"]),
+            "totalRequests": totals["requests"],
+            "totalTokens": totals["platform_tokens"] + totals["user_tokens"],
+            "platformCost": usd(totals["platform_cost"]),
+            "platformTokens": totals["platform_tokens"],
+            "userCost": usd(totals["user_cost"]),
+            "userTokens": totals["user_tokens"],
+        },
+        "usageByModel": by_model,
+        "timeSeries": [
+            {"cost": usd(cost), "date": label, "requests": requests, "tokens": tokens}
+            for label, (requests, tokens, cost) in series.items()
+        ],
+        "unpricedRequests": totals["unpriced"],
+    }
