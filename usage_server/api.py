@@ -117,6 +117,10 @@ def model_usage():
     zone_name = args["timezone"] or current_app.config["DEFAULT_TIMEZONE"]
     zone = ZoneInfo(zone_name)
     start, end, period = resolve_dates(args["start_date"], args["end_date"], args["period"], local_today(zone, utc_now()))
+    if start > end:  # only startDate, after today: the range it runs to today is empty
+        raise ApiError(400, "startDate must not be after today when endDate is not given",
+                       [detail("startDate", "must not be after today", "INVALID_RANGE",
+                               "use a startDate on or before today, or send endDate too")])
     buckets = count_buckets(start, end, args["granularity"])
     if args["granularity"] == "hour":
         hours = local_midnight(end + timedelta(days=1), zone) - local_midnight(start, zone)
