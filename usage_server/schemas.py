@@ -2,6 +2,7 @@
 
 Custom messages read "CODE|message|suggestion" (see errors.validation_details).
 """
+import math
 import re
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -18,6 +19,7 @@ MAX_COST_USD = 10**6
 MAX_EXECUTION_SECONDS = 10**7
 FIRST_DATE, LAST_DATE = date(1970, 1, 1), date(9999, 12, 30)
 MIN_INSTANT = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_SETTINGS_DEPTH = 32
 
 
 def one_of(choices):
@@ -105,6 +107,29 @@ class EmptyQuerySchema(Schema):
         unknown = RAISE
 
 
+class Settings(fields.Dict):
+    """A free-form JSON object, stored and echoed back: bounded depth, numbers as finite floats."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return plain_json(super()._deserialize(value, attr, data, **kwargs))
+
+
+def plain_json(value, depth=1):
+    """Decimals (from the strict parser) to floats, so the value can be written back as JSON."""
+    if depth > MAX_SETTINGS_DEPTH:
+        raise ValidationError(f"TOO_DEEP|must not nest more than {MAX_SETTINGS_DEPTH} levels")
+    if isinstance(value, dict):
+        return {key: plain_json(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_json(item, depth + 1) for item in value]
+    if isinstance(value, Decimal):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValidationError("OUT_OF_RANGE|numbers must fit a 64-bit float")
+        return number
+    return value
+
+
 class ModelConfigSchema(Schema):
     """Body of POST /v1/model-configs (the reference client's own body works too)."""
 
@@ -117,7 +142,7 @@ class ModelConfigSchema(Schema):
     provider = fields.String(required=True, validate=validate.Length(1, 128))
     model_name = fields.String(data_key="modelName", load_default=None, validate=validate.Length(1, 200))
     provider_key_id = fields.String(data_key="providerKeyId", load_default=None, validate=validate.Length(1, 200))
-    settings = fields.Dict(keys=fields.String(), load_default=dict)
+    settings = Settings(keys=fields.String(), load_default=dict)
 
 
 class StrictNumber(fields.Field):
