@@ -140,7 +140,7 @@ def model_usage():
         return jsonify(reports.model_usage(db, query, current_app.config["DATA_SOURCE"]))
 
 
-@bp.get("/v1/model-usage/<config_id>")
+@bp.get("/v1/model-usage/<path:config_id>")  # so a "/" in an id is a 400, not a 404
 @token_auth.login_required(role="read")
 def model_usage_details(config_id):
     args = load_query(DetailsQuerySchema())
