@@ -2,9 +2,10 @@
 import json
 import secrets
 import sqlite3
+from dataclasses import astuple
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from functools import wraps
+from functools import partial, wraps
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, jsonify, request
@@ -12,12 +13,14 @@ from marshmallow import ValidationError
 
 from . import queries, reports
 from .auth import current_owner_id, now_iso, token_auth
+from .csvexport import details_csv, usage_csv, wants_csv
 from .db import get_db, read_snapshot, write_transaction
 from .errors import ApiError, detail
+from .etags import conditional
 from .ingest import NewEvent, store_events
 from .money import micros_to_usd
 from .schemas import DetailsQuerySchema, EmptyQuerySchema, EventBatchSchema, ModelConfigSchema, UsageQuerySchema, CONFIG_ID
-from .timeranges import MAX_BUCKETS, count_buckets, local_midnight, local_today, resolve_dates
+from .timeranges import MAX_BUCKETS, count_buckets, iso_instant, local_midnight, local_today, resolve_dates
 
 bp = Blueprint("api", __name__)
 DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of an oversized body read and discarded before a 413
@@ -26,12 +29,6 @@ DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of an oversized body read and discarded 
 def utc_now() -> datetime:
     """The current instant; tests replace it to pin "today"."""
     return datetime.now(timezone.utc)
-
-
-def iso_instant(ts_us: int) -> str:
-    instant = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ts_us)
-    spec = "seconds" if ts_us % 1_000_000 == 0 else "milliseconds" if ts_us % 1000 == 0 else "microseconds"
-    return instant.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def load_query(schema):
@@ -136,8 +133,11 @@ def model_usage():
         owned_config(owner_id, args["model_config_id"])
     query = reports.UsageQuery(owner_id, start, end, period, args["granularity"], zone_name, args["model_config_id"])
     db = get_db()
+    csv = wants_csv()
+    render = partial(usage_csv, db, query) if csv else lambda: jsonify(
+        reports.model_usage(db, query, current_app.config["DATA_SOURCE"]))
     with read_snapshot(db):
-        return jsonify(reports.model_usage(db, query, current_app.config["DATA_SOURCE"]))
+        return conditional(db, owner_id, ["model-usage", astuple(query), csv], render)
 
 
 @bp.get("/v1/model-usage/<path:config_id>")  # so a "/" in an id is a 400, not a 404
@@ -146,7 +146,18 @@ def model_usage_details(config_id):
     args = load_query(DetailsQuerySchema())
     owner_id = current_owner_id()
     config = owned_config(owner_id, config_id)
-    rows = get_db().execute(queries.RECENT_EVENTS, {"owner_id": owner_id, "config_id": config_id, "limit": args["limit"]})
+    db = get_db()
+    csv = wants_csv()
+
+    def render():
+        rows = db.execute(queries.RECENT_EVENTS, {"owner_id": owner_id, "config_id": config_id, "limit": args["limit"]})
+        return details_csv(config_id, rows) if csv else jsonify(details_json(config, rows))
+
+    with read_snapshot(db):
+        return conditional(db, owner_id, ["model-usage-details", config_id, args["limit"], csv], render)
+
+
+def details_json(config, rows) -> dict:
     recent = [
         {
             "id": row["event_id"],
@@ -161,18 +172,16 @@ def model_usage_details(config_id):
         }
         for row in rows
     ]
-    return jsonify(
-        {
-            "meta": {"dataSource": current_app.config["DATA_SOURCE"]},
-            "modelConfig": {
-                "displayName": config["display_name"],
-                "id": config["id"],
-                "modelId": config["model_id"],
-                "provider": config["provider"],
-            },
-            "recentUsage": recent,
-        }
-    )
+    return {
+        "meta": {"dataSource": current_app.config["DATA_SOURCE"]},
+        "modelConfig": {
+            "displayName": config["display_name"],
+            "id": config["id"],
+            "modelId": config["model_id"],
+            "provider": config["provider"],
+        },
+        "recentUsage": recent,
+    }
 
 
 # --- model configurations ---------------------------------------------------------------

@@ -217,19 +217,34 @@ WHERE owner_id = :owner_id
 GROUP BY bucket
 """
 
-_ROLLUP_SERIES_TOTALS = """
-SELECT series_id,
+# The sums of a usage series, over rollup slots or over raw events.
+_ROLLUP_SUMS = """
        SUM(requests) AS requests,
        SUM(unpriced) AS unpriced,
        SUM(platform_tokens) AS platform_tokens,
        SUM(user_tokens) AS user_tokens,
        SUM(platform_cost) AS platform_cost,
        SUM(user_cost) AS user_cost
+"""
+
+_EVENT_SUMS = """
+       COUNT(*) AS requests,
+       SUM(1 - priced) AS unpriced,
+       SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END) AS platform_tokens,
+       SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END) AS user_tokens,
+       SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END) AS platform_cost,
+       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END) AS user_cost
+"""
+
+_ROLLUP_RANGE = """
 FROM {table}
 WHERE owner_id = :owner_id
   AND slot_start >= :lo
   AND slot_start < :hi
-  AND """ + _SERIES_FILTER + """
+  AND """ + _SERIES_FILTER
+
+_ROLLUP_SERIES_TOTALS = """
+SELECT series_id,""" + _ROLLUP_SUMS + _ROLLUP_RANGE + """
 GROUP BY series_id
 """
 
@@ -252,13 +267,7 @@ GROUP BY bucket
 """
 
 EVENT_SERIES_TOTALS = """
-SELECT series_id,
-       COUNT(*) AS requests,
-       SUM(1 - priced) AS unpriced,
-       SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END) AS platform_tokens,
-       SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END) AS user_tokens,
-       SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END) AS platform_cost,
-       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END) AS user_cost
+SELECT series_id,""" + _EVENT_SUMS + """
 FROM usage_event
 WHERE """ + _OWNER_EVENTS + """
 GROUP BY series_id
@@ -268,6 +277,24 @@ BUCKETS = {grain: _ROLLUP_BUCKETS.format(table=table) for grain, table in ROLLUP
 BUCKETS[1] = EVENT_BUCKETS
 SERIES_TOTALS = {grain: _ROLLUP_SERIES_TOTALS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 SERIES_TOTALS[1] = EVENT_SERIES_TOTALS
+
+# Buckets split by series, for the CSV export (one row per bucket and model).
+_ROLLUP_BUCKET_SERIES = """
+SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
+       series_id,""" + _ROLLUP_SUMS + _ROLLUP_RANGE + """
+GROUP BY bucket, series_id
+"""
+
+EVENT_BUCKET_SERIES = """
+SELECT strftime(:fmt, ts_us / 1000000 + :offset, 'unixepoch', :shift, :align) AS bucket,
+       series_id,""" + _EVENT_SUMS + """
+FROM usage_event
+WHERE """ + _OWNER_EVENTS + """
+GROUP BY bucket, series_id
+"""
+
+BUCKET_SERIES = {grain: _ROLLUP_BUCKET_SERIES.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+BUCKET_SERIES[1] = EVENT_BUCKET_SERIES
 
 OWNER_SERIES = """
 SELECT id, config_id, model_id, provider, model_name
@@ -282,4 +309,16 @@ FROM usage_event
 WHERE series_id IN (SELECT id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id)
 ORDER BY ts_us DESC, id DESC
 LIMIT :limit
+"""
+
+# --- operations --------------------------------------------------------------------------------
+
+PRAGMAS_IN_EFFECT = """
+SELECT journal_mode, synchronous, timeout AS busy_timeout, foreign_keys
+FROM pragma_journal_mode(), pragma_synchronous(), pragma_busy_timeout(), pragma_foreign_keys()
+"""
+
+SCHEMA_READABLE = """
+SELECT COUNT(*)
+FROM owner
 """

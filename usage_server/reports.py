@@ -55,14 +55,14 @@ def span(query: UsageQuery) -> tuple[int, int]:
     return local_midnight(query.start, zone), local_midnight(query.end + timedelta(days=1), zone)
 
 
-def time_series(db: sqlite3.Connection, query: UsageQuery) -> list[dict]:
-    """One zero-filled point per bucket, in order."""
+def bucket_plan(query: UsageQuery) -> tuple[list[str], list[tuple[int, dict, str]]]:
+    """Every bucket label in order, and (grain, query parameters, label suffix) per piece."""
     zone = ZoneInfo(query.zone_name)
     lo, hi = span(query)
     segs = segments(lo, hi, zone)
     labels = bucket_labels(query.start, query.end, query.granularity, segs, query.zone_name)
-    points = {label: [0, 0, 0] for label in labels}
     fmt, shift, align = BUCKET_FORMATS[query.granularity]
+    pieces = []
     for seg in segs:
         suffix = hour_suffix(query.zone_name, seg.offset) if query.granularity == "hour" else ""
         for grain, first, last in cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[query.granularity]):
@@ -70,11 +70,20 @@ def time_series(db: sqlite3.Connection, query: UsageQuery) -> list[dict]:
                 "fmt": fmt, "shift": shift, "align": align, "offset": seg.offset,
                 "owner_id": query.owner_id, "config_id": query.config_id, "lo": first, "hi": last,
             }
-            for bucket, requests, tokens, cost in db.execute(queries.BUCKETS[grain], params):
-                point = points[bucket + suffix]
-                point[0] += requests
-                point[1] += tokens
-                point[2] += cost
+            pieces.append((grain, params, suffix))
+    return labels, pieces
+
+
+def time_series(db: sqlite3.Connection, query: UsageQuery) -> list[dict]:
+    """One zero-filled point per bucket, in order."""
+    labels, pieces = bucket_plan(query)
+    points = {label: [0, 0, 0] for label in labels}
+    for grain, params, suffix in pieces:
+        for bucket, requests, tokens, cost in db.execute(queries.BUCKETS[grain], params):
+            point = points[bucket + suffix]
+            point[0] += requests
+            point[1] += tokens
+            point[2] += cost
     return [
         {"cost": micros_to_usd(cost), "date": label, "requests": requests, "tokens": tokens}
         for label, (requests, tokens, cost) in points.items()

@@ -55,6 +55,13 @@ def resolve_dates(start: date | None, end: date | None, period: str | None, toda
     return start, end, "custom"
 
 
+def iso_instant(ts_us: int) -> str:
+    """UTC epoch microseconds as ISO 8601 with a Z, no more digits than the instant has."""
+    instant = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ts_us)
+    spec = "seconds" if ts_us % 1_000_000 == 0 else "milliseconds" if ts_us % 1000 == 0 else "microseconds"
+    return instant.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
 def local_today(zone: ZoneInfo, now: datetime) -> date:
     return now.astimezone(zone).date()
 

@@ -1,0 +1,92 @@
+"""CSV answers of the usage endpoints, for spreadsheets and data tools.
+
+GET /v1/model-usage is written in long format: one row per time bucket and model, every
+bucket of the range for every model with usage in the range (zeros included), models
+in the JSON's `usageByModel` order within a bucket. A pivot or group-by then gives any
+view, and the columns stay the same whatever the models. The details endpoint gives
+one row per event, newest first. Amounts are written exactly, from the stored
+micro-dollars, with 6 decimals.
+"""
+import csv
+import io
+import sqlite3
+
+from flask import Response, request
+
+from . import queries, reports
+from .timeranges import iso_instant
+
+USAGE_COLUMNS = (
+    "date", "modelId", "provider", "modelName", "requests", "unpricedRequests",
+    "totalTokens", "platformTokens", "userTokens", "totalCost", "platformCost", "userCost",
+)
+DETAILS_COLUMNS = (
+    "id", "timestamp", "modelConfigId", "promptTokens", "completionTokens", "totalTokens",
+    "estimatedCost", "executionTime", "billingSource", "priced",
+)
+SUMS = ("requests", "unpriced", "platform_tokens", "user_tokens", "platform_cost", "user_cost")
+
+
+def wants_csv() -> bool:
+    """CSV only when Accept prefers it; `*/*`, JSON or no Accept at all stay JSON."""
+    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
+
+
+def fixed6(millionths: int) -> str:
+    """An integer count of millionths as exact decimal text: 1234567 -> "1.234567"."""
+    sign = "-" if millionths < 0 else ""
+    whole, fraction = divmod(abs(millionths), 1_000_000)
+    return f"{sign}{whole}.{fraction:06d}"
+
+
+def usage_rows(db: sqlite3.Connection, query: reports.UsageQuery):
+    """(bucket, model) rows from the same rollup pieces as the JSON time series."""
+    models = reports.usage_by_model(db, query, reports.series_totals(db, query))
+    model_of = {row["id"]: row["model_id"] for row in db.execute(queries.OWNER_SERIES, {"owner_id": query.owner_id})}
+    labels, pieces = reports.bucket_plan(query)
+    cells: dict[tuple[str, str], list[int]] = {}
+    for grain, params, suffix in pieces:
+        for row in db.execute(queries.BUCKET_SERIES[grain], params):
+            sums = cells.setdefault((row["bucket"] + suffix, model_of[row["series_id"]]), [0] * len(SUMS))
+            for index, field in enumerate(SUMS):
+                sums[index] += row[field]
+    empty = [0] * len(SUMS)
+    for label in labels:
+        for model_id, model in models.items():
+            requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost = cells.get((label, model_id), empty)
+            yield (
+                label, model_id, model["provider"], model["modelName"], requests, unpriced,
+                platform_tokens + user_tokens, platform_tokens, user_tokens,
+                fixed6(platform_cost + user_cost), fixed6(platform_cost), fixed6(user_cost),
+            )
+
+
+def details_rows(config_id: str, events):
+    for row in events:
+        yield (
+            row["event_id"], iso_instant(row["ts_us"]), config_id, row["prompt_tokens"],
+            row["completion_tokens"], row["total_tokens"], fixed6(row["cost_micros"]),
+            "" if row["execution_us"] is None else fixed6(row["execution_us"]),
+            row["billing_source"], "true" if row["priced"] else "false",
+        )
+
+
+def csv_response(columns, rows, filename: str) -> Response:
+    """RFC 4180 text (CRLF, a header row), offered as a download named `filename`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    response = Response(buffer.getvalue(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def usage_csv(db: sqlite3.Connection, query: reports.UsageQuery) -> Response:
+    scope = f"_{query.config_id}" if query.config_id else ""
+    name = f"model-usage{scope}_{query.start}_{query.end}_{query.granularity}.csv"
+    return csv_response(USAGE_COLUMNS, usage_rows(db, query), name)
+
+
+def details_csv(config_id: str, events) -> Response:
+    return csv_response(DETAILS_COLUMNS, details_rows(config_id, events), f"model-usage_{config_id}_recent.csv")
