@@ -142,3 +142,23 @@ def expected_usage(events, configs, prices, start, end, granularity="day", zone_
         ],
         "unpricedRequests": totals["unpriced"],
     }
+
+
+def expected_body(events, configs, prices, start, end, granularity="day", zone_name="UTC", config_id=None, *,
+                  period="custom", data_source="usage-server-sqlite"):
+    """The whole expected JSON body, meta included (`period` as the request resolves it)."""
+    expected = expected_usage(events, configs, prices, start, end, granularity, zone_name, config_id)
+    return {
+        "meta": {
+            "startDate": start.isoformat(),
+            "endDate": end.isoformat(),
+            "dataSource": data_source,
+            "granularity": granularity,
+            "period": period,
+            "timezone": zone_name,
+            "unpricedRequests": expected["unpricedRequests"],
+        },
+        "summary": expected["summary"],
+        "usageByModel": expected["usageByModel"],
+        "timeSeries": expected["timeSeries"],
+    }

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import FROZEN_NOW, assert_error, bearer
-from oracle import expected_usage
+from oracle import expected_body, expected_usage
 from usage_server import api, create_app
 from usage_server.auth import create_key
 from usage_server.db import connect, write_transaction
@@ -225,24 +225,11 @@ def check(world, owner, query, start, end, granularity, period, zone="UTC", conf
     """GET with `query` and compare the whole body with the oracle's answer."""
     response = world["client"].get("/v1/model-usage", query_string=query, headers=bearer(world["keys"][owner]))
     assert response.status_code == 200, response.get_json()
-    start, end = date.fromisoformat(start), date.fromisoformat(end)
-    expected = expected_usage(EVENTS[owner], world["configs"][owner], world["prices"], start, end,
-                              granularity, zone, config_id)
+    expected = expected_body(EVENTS[owner], world["configs"][owner], world["prices"], date.fromisoformat(start),
+                             date.fromisoformat(end), granularity, zone, config_id, period=period,
+                             data_source=world["app"].config["DATA_SOURCE"])
     body = response.get_json()
-    assert body == {
-        "meta": {
-            "startDate": start.isoformat(),
-            "endDate": end.isoformat(),
-            "dataSource": world["app"].config["DATA_SOURCE"],
-            "granularity": granularity,
-            "period": period,
-            "timezone": zone,
-            "unpricedRequests": expected["unpricedRequests"],
-        },
-        "summary": expected["summary"],
-        "usageByModel": expected["usageByModel"],
-        "timeSeries": expected["timeSeries"],
-    }
+    assert body == expected
     assert list(body["usageByModel"]) == list(expected["usageByModel"])
     assert_parts_agree(response)
     return body
