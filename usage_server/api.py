@@ -15,7 +15,7 @@ from . import queries, reports
 from .auth import current_owner_id, now_iso, token_auth
 from .csvexport import details_csv, usage_csv, wants_csv
 from .db import get_db, read_snapshot, write_transaction
-from .errors import ApiError, detail
+from .errors import ApiError, detail, error_response
 from .etags import conditional
 from .ingest import NewEvent, store_events
 from .money import micros_to_usd
@@ -49,7 +49,8 @@ def load_body(schema):
     try:
         document = json.loads(raw, parse_float=Decimal, parse_constant=reject_constant)
     except (ValueError, RecursionError):
-        raise ApiError(400, "the body is not valid JSON", [detail("", "must be a JSON object", "INVALID_JSON")]) from None
+        raise ApiError(400, "the body is not valid JSON",
+                       [detail("", "must be valid JSON (NaN and Infinity are not JSON numbers)", "INVALID_JSON")]) from None
     if not isinstance(document, dict):
         raise ApiError(400, "the body must be a JSON object", [detail("", "must be a JSON object", "INVALID_JSON")])
     return schema.load(document)
@@ -57,17 +58,25 @@ def load_body(schema):
 
 @bp.before_app_request
 def refuse_large_bodies():
-    """Answer 413 from Content-Length, after draining the body so the client reads it."""
+    """Answer 413 from Content-Length before reading the body; drain it once the answer is
+    sent, so a client that sends the body anyway reads the 413, not a reset connection."""
     length = request.content_length
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if length is not None and length > limit:
-        stream, remaining = request.environ["wsgi.input"], min(length, DRAIN_LIMIT)
+    if length is not None and length > current_app.config["MAX_CONTENT_LENGTH"]:
+        response = error_response(413, headers={"Connection": "close"})
+        response.call_on_close(partial(drain, request.environ["wsgi.input"], min(length, DRAIN_LIMIT)))
+        return response
+
+
+def drain(stream, remaining: int) -> None:
+    """Read and discard what the client still sends of a refused body."""
+    try:
         while remaining > 0:
             chunk = stream.read(min(65536, remaining))
             if not chunk:
                 break
             remaining -= len(chunk)
-        raise ApiError(413, headers={"Connection": "close"})
+    except OSError:
+        pass  # the client went away: nothing is left to protect
 
 
 @bp.after_request

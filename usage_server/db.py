@@ -1,8 +1,11 @@
 """SQLite access: one connection per request on `g`, pragmas set in one place."""
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import pathname2url, url2pathname
 
 import click
 from flask import current_app, g
@@ -26,11 +29,27 @@ def schema_path() -> Path:
     raise FileNotFoundError("schema.sql not found next to the package")
 
 
+def database_file(database: str) -> Path | None:
+    """The file behind DATABASE: a path, or an SQLite URI such as file:/srv/usage.sqlite?mode=ro."""
+    if database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return Path(url2pathname(urlsplit(database).path))
+    return Path(database)
+
+
+def database_uri(database: str, create: bool) -> str:
+    """What SQLite opens: a plain path read-write, created only when `create` (start-up)."""
+    if database == ":memory:" or database.startswith("file:"):
+        return database
+    return f"file:{pathname2url(os.path.abspath(database))}?mode={'rwc' if create else 'rw'}"
+
+
 def check_database_path(path: str) -> None:
     """Refuse paths that would make SQLite create or overwrite the wrong thing."""
-    if path == ":memory:":
+    target = database_file(path)
+    if target is None:
         return
-    target = Path(path)
     if not target.parent.is_dir():
         raise DatabaseSetupError(f"directory {target.parent} does not exist")
     if target.exists():
@@ -40,14 +59,24 @@ def check_database_path(path: str) -> None:
             raise DatabaseSetupError(f"{target} exists and is not an SQLite database")
 
 
-def connect(config) -> sqlite3.Connection:
-    """Open a connection with the server's pragmas (busy_timeout first)."""
+def connect(config, create: bool = False) -> sqlite3.Connection:
+    """Open a connection with the server's pragmas (busy_timeout first).
+
+    Only start-up creates the file: a database that vanishes later is an error, not a
+    new empty database. A read-only file keeps its journal mode and serves reads.
+    """
     conn = sqlite3.connect(
-        config["DATABASE"], isolation_level=None, check_same_thread=False
+        database_uri(config["DATABASE"], create), isolation_level=None, check_same_thread=False, uri=True
     )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(config['BUSY_TIMEOUT_MS'])}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorname != "SQLITE_READONLY":
+            raise
+    if config.get("MAX_PAGE_COUNT"):  # a size quota (and how the tests fill the disk)
+        conn.execute(f"PRAGMA max_page_count = {int(config['MAX_PAGE_COUNT'])}")
     synchronous = str(config["SYNCHRONOUS"]).upper()
     if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise ValueError(f"SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
@@ -81,10 +110,11 @@ def write_transaction(conn: sqlite3.Connection):
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may have rolled back already (disk full, interrupt)
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def init_db(conn: sqlite3.Connection, drop: bool = False) -> None:
@@ -109,12 +139,15 @@ def init_db(conn: sqlite3.Connection, drop: bool = False) -> None:
 def ensure_schema(config) -> None:
     """At start-up: refuse unusable paths, create the schema in a new database."""
     check_database_path(config["DATABASE"])
-    conn = connect(config)
     try:
-        if conn.execute(SCHEMA_PRESENT).fetchone() is None:
-            init_db(conn)
-    finally:
-        conn.close()
+        conn = connect(config, create=True)
+        try:
+            if conn.execute(SCHEMA_PRESENT).fetchone() is None:
+                init_db(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseSetupError(f"cannot use the database {config['DATABASE']}: {exc}") from None
 
 
 def init_app(app) -> None:
@@ -129,4 +162,5 @@ def read_snapshot(conn: sqlite3.Connection):
     try:
         yield conn
     finally:
-        conn.execute("COMMIT")
+        if conn.in_transaction:
+            conn.execute("COMMIT")

@@ -31,6 +31,14 @@ MESSAGES = {
     500: "the server failed to answer this request",
     503: "the database is busy or unavailable, retry shortly",
 }
+# why the database could not answer (sqlite3 error names), for the 503's sentence
+UNAVAILABLE = {
+    "SQLITE_BUSY": "the database is busy, retry shortly",
+    "SQLITE_LOCKED": "the database is busy, retry shortly",
+    "SQLITE_FULL": "the database is full; nothing was stored",
+    "SQLITE_READONLY": "the database is read-only; nothing was stored",
+    "SQLITE_INTERRUPT": "the query ran past the server's time limit",
+}
 # marshmallow's messages, mapped to stable upper-case codes for `details`
 DETAIL_CODES = {
     "Unknown field.": "UNKNOWN_FIELD",
@@ -127,7 +135,8 @@ def handle_unexpected(err: Exception):
         log.warning("database unavailable: %s", err)
         from flask import current_app
 
-        return error_response(503, headers={"Retry-After": str(current_app.config["RETRY_AFTER_SECONDS"])})
+        message = UNAVAILABLE.get(getattr(err, "sqlite_errorname", None))
+        return error_response(503, message, headers={"Retry-After": str(current_app.config["RETRY_AFTER_SECONDS"])})
     log.exception("unexpected error")
     return error_response(500)
 
