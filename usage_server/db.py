@@ -53,8 +53,11 @@ def check_database_path(path: str) -> None:
     if not target.parent.is_dir():
         raise DatabaseSetupError(f"directory {target.parent} does not exist")
     if target.exists():
-        with open(target, "rb") as handle:
-            header = handle.read(16)
+        try:
+            with open(target, "rb") as handle:
+                header = handle.read(16)
+        except OSError as exc:  # a directory, or a file we may not read
+            raise DatabaseSetupError(f"cannot use {target}: {exc.strerror}") from None
         if header and header != b"SQLite format 3\x00":
             raise DatabaseSetupError(f"{target} exists and is not an SQLite database")
 
