@@ -23,6 +23,7 @@ from .schemas import DetailsQuerySchema, EmptyQuerySchema, EventBatchSchema, Mod
 from .timeranges import MAX_BUCKETS, count_buckets, iso_instant, local_midnight, local_today, resolve_dates
 
 bp = Blueprint("api", __name__)
+SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}  # PRAGMA synchronous levels
 DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of an oversized body read and discarded before a 413
 
 
@@ -286,7 +287,7 @@ def record_events():
 def health():
     """No auth: SQLite's version and the pragmas in effect, 503 if the database is unusable."""
     db = get_db()
-    pragmas = {name: db.execute(f"PRAGMA {name}").fetchone()[0]
-               for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")}
-    db.execute("SELECT COUNT(*) FROM owner").fetchone()
+    pragmas = dict(db.execute(queries.PRAGMAS_IN_EFFECT).fetchone())
+    pragmas["synchronous"] = SYNCHRONOUS_NAMES[pragmas["synchronous"]]
+    db.execute(queries.SCHEMA_READABLE).fetchone()
     return jsonify({"status": "ok", "sqliteVersion": sqlite3.sqlite_version, "pragmas": pragmas})
