@@ -19,6 +19,7 @@ MAX_COST_USD = 10**6
 MAX_EXECUTION_SECONDS = 10**7
 FIRST_DATE, LAST_DATE = date(1970, 1, 1), date(9999, 12, 30)
 MIN_INSTANT = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)  # the last one readable back
 MAX_SETTINGS_DEPTH = 32
 
 
@@ -174,17 +175,21 @@ class Instant(fields.Field):
             raise ValidationError("INVALID_TIMESTAMP|is not an ISO 8601 timestamp|e.g. 2024-06-01T14:22:00Z") from None
         if instant.tzinfo is None:
             instant = instant.replace(tzinfo=timezone.utc)
-        if instant < MIN_INSTANT:
-            raise ValidationError("OUT_OF_RANGE|must not be before 1970-01-01T00:00:00Z")
+        if not MIN_INSTANT <= instant <= MAX_INSTANT:
+            raise ValidationError("OUT_OF_RANGE|must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
         delta = instant - MIN_INSTANT
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# JSON types are strict: null is no value of any event field (leave an optional one out)
+NOT_NULL = {"null": "INVALID_TYPE|must not be null|leave an optional field out instead"}
 
 
 def token_count(**kwargs):
     return fields.Integer(
         strict=True,
         validate=validate.Range(0, MAX_TOKENS, error=f"OUT_OF_RANGE|must be between 0 and {MAX_TOKENS}"),
-        error_messages={"invalid": "INVALID_TYPE|must be a JSON integer"},
+        error_messages={"invalid": "INVALID_TYPE|must be a JSON integer", **NOT_NULL},
         **kwargs,
     )
 
@@ -196,15 +201,18 @@ class EventSchema(Schema):
     id = fields.String(
         required=True,
         validate=validate.Regexp(EVENT_ID, error="INVALID_ID|must be 1 to 128 characters of A-Z a-z 0-9 _ . : -"),
+        error_messages=NOT_NULL,
     )
-    timestamp = Instant(required=True)
-    model_config_id = fields.String(data_key="modelConfigId", required=True, **config_id_field)
+    timestamp = Instant(required=True, error_messages=NOT_NULL)
+    model_config_id = fields.String(data_key="modelConfigId", required=True, error_messages=NOT_NULL, **config_id_field)
     prompt_tokens = token_count(data_key="promptTokens", required=True)
     completion_tokens = token_count(data_key="completionTokens", required=True)
-    total_tokens = token_count(data_key="totalTokens", load_default=None)
-    cost = StrictNumber(MAX_COST_USD, load_default=None)
-    execution_time = StrictNumber(MAX_EXECUTION_SECONDS, data_key="executionTime", load_default=None)
-    billing_source = fields.String(data_key="billingSource", load_default="platform", validate=one_of(("platform", "user")))
+    total_tokens = token_count(data_key="totalTokens", load_default=None, allow_none=False)
+    cost = StrictNumber(MAX_COST_USD, load_default=None, allow_none=False, error_messages=NOT_NULL)
+    execution_time = StrictNumber(MAX_EXECUTION_SECONDS, data_key="executionTime", load_default=None, allow_none=False,
+                                  error_messages=NOT_NULL)
+    billing_source = fields.String(data_key="billingSource", load_default="platform", validate=one_of(("platform", "user")),
+                                   error_messages=NOT_NULL)
 
 
 class EventBatchSchema(Schema):
