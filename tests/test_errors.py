@@ -27,7 +27,7 @@ def key(make_key):
     return make_key("acme")
 
 
-@pytest.mark.parametrize("method, url", [("GET", "/"), ("GET", "/nope"), ("GET", "/v1"), ("GET", "/v1/model-usage/"),
+@pytest.mark.parametrize("method, url", [("GET", "/nope"), ("GET", "/v1"), ("GET", "/v1/model-usage/"),
                                          ("POST", "/v1/nope"), ("DELETE", "/v2/model-usage"),
                                          ("GET", "/v1/model-configs/cfg_a")])
 def test_unknown_routes_are_json_404(client, method, url):
@@ -127,8 +127,11 @@ def test_reads_are_served_under_a_write_lock_and_see_only_committed_data(client,
 
 
 @pytest.fixture
-def exclusive_connection(app, seeded):
-    """A connection in exclusive locking mode after a write: nobody else may even read."""
+def exclusive_connection(app, key):
+    """A connection in exclusive locking mode after a write: nobody else may even read.
+
+    Taken before the app's first request: an app connection kept open would prevent it.
+    """
     other = sqlite3.connect(app.config["DATABASE"], isolation_level=None)
     other.execute("PRAGMA locking_mode = EXCLUSIVE")
     other.execute("BEGIN EXCLUSIVE")
