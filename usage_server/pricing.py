@@ -10,6 +10,14 @@ from . import queries
 from .money import usd_to_micros
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent / "prices.json"
+MAX_PRICE = 10**6  # USD per million tokens
+
+
+def micro_dollars(value: Decimal) -> None:
+    """Prices are stored in micro-dollars per million tokens: finer ones would be rounded silently."""
+    _, digits, exponent = value.as_tuple()
+    if exponent < -6 and any(digits[exponent + 6:]):  # digits only: no rounding context involved
+        raise ValidationError("must have at most 6 decimals (micro-dollars per million tokens)")
 
 
 class PriceSchema(Schema):
@@ -19,8 +27,10 @@ class PriceSchema(Schema):
     model_id = fields.String(data_key="modelId", required=True, validate=validate.Length(1, 128))
     provider = fields.String(required=True, validate=validate.Length(1, 128))
     display_name = fields.String(data_key="displayName", load_default=None)
-    prompt_per_million = fields.Decimal(data_key="promptPerMillion", load_default=None, validate=validate.Range(min=0))
-    completion_per_million = fields.Decimal(data_key="completionPerMillion", load_default=None, validate=validate.Range(min=0))
+    prompt_per_million = fields.Decimal(data_key="promptPerMillion", load_default=None,
+                                        validate=[validate.Range(0, MAX_PRICE), micro_dollars])
+    completion_per_million = fields.Decimal(data_key="completionPerMillion", load_default=None,
+                                            validate=[validate.Range(0, MAX_PRICE), micro_dollars])
 
 
 class CatalogueSchema(Schema):
