@@ -7,6 +7,9 @@ import pytest
 
 from conftest import assert_error, bearer, create_config, post_events
 from oracle import expected_usage
+from usage_server import create_app
+from usage_server.auth import create_key
+from usage_server.db import connect, write_transaction
 
 EVENT = {"id": "e1", "timestamp": "2026-03-18T10:00:00Z", "modelConfigId": "cfg_a", "promptTokens": 10,
          "completionTokens": 5, "cost": 0.5}
@@ -22,6 +25,17 @@ def unauthorized_body(response):
 @pytest.fixture
 def key(make_key):
     return make_key("acme")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A client and a read-write key on one database for the read-only checks: (client, key)."""
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("auth") / "usage.sqlite")})
+    conn = connect(app.config)
+    with write_transaction(conn):
+        _, raw = create_key(conn, "acme", ["read", "write"])
+    conn.close()
+    return app.test_client(), raw
 
 
 def bad_headers(key):
@@ -55,8 +69,9 @@ BAD_KINDS = list(bad_headers("usk_0_0"))
     [("GET", "/v1/model-usage"), ("GET", "/v1/model-usage?period=nonsense"), ("GET", "/v1/model-usage/cfg_a"),
      ("GET", "/v1/model-configs"), ("POST", "/v1/model-usage/events"), ("POST", "/v1/model-configs")],
 )
-def test_every_bad_key_gets_the_same_401(client, key, kind, method, url):
+def test_every_bad_key_gets_the_same_401(shared, kind, method, url):
     """Checked before the parameters: a bad key never learns whether its request was valid."""
+    client, key = shared
     canonical = unauthorized_body(client.get("/v1/model-usage"))
     response = client.open(url, method=method, headers=bad_headers(key)[kind], json={"events": [EVENT]})
     assert unauthorized_body(response) == canonical
@@ -83,7 +98,8 @@ def test_revoking_one_key_leaves_the_owners_other_keys_working(client, runner, m
     "header",
     ["Bearer {key}", "bearer {key}", "BEARER {key}", "BeArEr {key}", "{key}", "Bearer   {key}", "  {key}  "],
 )
-def test_bearer_and_bare_forms_are_accepted(client, key, header):
+def test_bearer_and_bare_forms_are_accepted(shared, header):
+    client, key = shared
     response = client.get("/v1/model-usage", headers={"Authorization": header.format(key=key)})
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["meta"]["period"] == "last_7_days"
