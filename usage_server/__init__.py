@@ -26,12 +26,14 @@ def create_app(test_config=None):
     if app.config["DATABASE"] == os.path.join(app.instance_path, "usage.sqlite"):
         os.makedirs(app.instance_path, exist_ok=True)
 
-    from . import api, auth, cli, dashboard, db, errors
+    from . import api, auth, cli, dashboard, db, docs, errors, openapi
 
     db.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
     cli.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(docs.bp)
     app.register_blueprint(dashboard.bp)
     return app

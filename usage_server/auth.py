@@ -1,6 +1,7 @@
 """API keys: `usk_<id>_<secret>`, stored as SHA-256 hashes, with read/write scopes."""
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime, timezone
 
@@ -13,8 +14,9 @@ from .db import get_db
 from .errors import error_response
 
 KEY_PREFIX = "usk_"
+# what create_key makes: 12 hex digits of id, 40 URL-safe characters of secret (240 bits)
+KEY_PATTERN = re.compile(r"usk_[0-9a-f]{12}_[A-Za-z0-9_-]{40}")
 SCOPES = ("read", "write")
-
 
 
 class KeyAuth(HTTPTokenAuth):
@@ -62,7 +64,7 @@ def create_key(conn, owner: str, scopes: list[str], name: str = "") -> tuple[str
 
 @token_auth.verify_token
 def verify_token(token):
-    if not token or not token.startswith(KEY_PREFIX) or len(token) > 200:
+    if not token or not KEY_PATTERN.fullmatch(token):
         return None
     digest = hash_key(token)
     row = get_db().execute(queries.KEY_BY_HASH, {"key_hash": digest}).fetchone()

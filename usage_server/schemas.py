@@ -8,12 +8,14 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from zoneinfo import available_timezones
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from .timeranges import GRANULARITIES, PERIODS
 
 CONFIG_ID = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 EVENT_ID = re.compile(r"\A[A-Za-z0-9_.:-]{1,128}\Z")
+# ISO 8601 extended date and time, optional fraction and offset: the one grammar documented
+INSTANT_PATTERN = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?\Z")
 MAX_TOKENS = 10**12  # per field and event: keeps every sum far inside 64 bits
 MAX_COST_USD = 10**6
 MAX_EXECUTION_SECONDS = 10**7
@@ -169,6 +171,8 @@ class Instant(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
             raise ValidationError("INVALID_TYPE|must be an ISO 8601 string|e.g. 2024-06-01T14:22:00Z")
+        if not INSTANT_PATTERN.match(value):
+            raise ValidationError("INVALID_TIMESTAMP|is not an ISO 8601 timestamp|e.g. 2024-06-01T14:22:00Z")
         try:
             instant = datetime.fromisoformat(value)
         except ValueError:
@@ -224,3 +228,153 @@ class EventBatchSchema(Schema):
         required=True,
         validate=validate.Length(1, 1000, error="BATCH_SIZE|must hold 1 to 1000 events|split larger batches"),
     )
+
+
+# --- answers (documentation only: the OpenAPI description is generated from these) ---
+
+
+class Answer(Schema):
+    """An answer's documented fields; clients must accept fields added later."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class ErrorDetailSchema(Answer):
+    code = fields.String(metadata={"description": "stable upper-case code, e.g. INVALID_RANGE"})
+    message = fields.String(required=True)
+    path = fields.String(required=True, metadata={"description": "query parameter, or dotted JSON path into the body"})
+    suggestion = fields.String(metadata={"description": "allowed values or accepted range"})
+
+
+class ErrorSchema(Answer):
+    error = fields.String(required=True, metadata={"description": "a sentence for people"})
+    code = fields.String(required=True, metadata={"description": "stable snake_case word, e.g. invalid_request"})
+    details = fields.List(fields.Nested(ErrorDetailSchema))
+
+
+class UsageMetaSchema(Answer):
+    start_date = fields.Date(data_key="startDate", required=True)
+    end_date = fields.Date(data_key="endDate", required=True)
+    data_source = fields.String(data_key="dataSource", required=True)
+    granularity = fields.String(required=True, validate=validate.OneOf(GRANULARITIES))
+    period = fields.String(required=True, validate=validate.OneOf(PERIODS + ("custom",)))
+    timezone = fields.String(required=True)
+    unpriced_requests = fields.Integer(
+        data_key="unpricedRequests", metadata={"description": "requests with no cost given and no catalogue price"}
+    )
+
+
+class UsageSummarySchema(Answer):
+    total_cost = fields.Float(data_key="totalCost", required=True)
+    total_requests = fields.Integer(data_key="totalRequests", required=True)
+    total_tokens = fields.Integer(data_key="totalTokens", required=True)
+    platform_cost = fields.Float(data_key="platformCost", required=True)
+    platform_tokens = fields.Integer(data_key="platformTokens", required=True)
+    user_cost = fields.Float(data_key="userCost", required=True)
+    user_tokens = fields.Integer(data_key="userTokens", required=True)
+
+
+class ModelUsageSchema(Answer):
+    avg_cost_per_request = fields.Float(data_key="avgCostPerRequest", required=True)
+    model_id = fields.String(data_key="modelId", required=True)
+    provider = fields.String(required=True)
+    request_count = fields.Integer(data_key="requestCount", required=True)
+    total_cost = fields.Float(data_key="totalCost", required=True)
+    total_tokens = fields.Integer(data_key="totalTokens", required=True)
+    model_name = fields.String(data_key="modelName", required=True)
+
+
+class TimeSeriesPointSchema(Answer):
+    date = fields.String(
+        required=True,
+        metadata={"description": "the bucket's start: YYYY-MM-DD, or YYYY-MM-DDTHH:00:00Z (or ±HH:MM) for hours"},
+    )
+    cost = fields.Float(required=True)
+    requests = fields.Integer(required=True)
+    tokens = fields.Integer(required=True)
+
+
+class UsageReportSchema(Answer):
+    meta = fields.Nested(UsageMetaSchema, required=True)
+    summary = fields.Nested(UsageSummarySchema, required=True)
+    usage_by_model = fields.Dict(
+        data_key="usageByModel", keys=fields.String(), values=fields.Nested(ModelUsageSchema), required=True,
+        metadata={"description": "keyed by modelId, ordered by totalCost descending"},
+    )
+    time_series = fields.List(fields.Nested(TimeSeriesPointSchema), data_key="timeSeries", required=True)
+
+
+class RecentUsageSchema(Answer):
+    id = fields.String(required=True)
+    timestamp = fields.String(required=True, metadata={"description": "ISO 8601 instant in UTC, with Z"})
+    completion_tokens = fields.Integer(data_key="completionTokens", required=True)
+    estimated_cost = fields.Float(data_key="estimatedCost", required=True)
+    execution_time = fields.Float(data_key="executionTime", required=True, allow_none=True,
+                                  metadata={"description": "seconds"})
+    prompt_tokens = fields.Integer(data_key="promptTokens", required=True)
+    total_tokens = fields.Integer(data_key="totalTokens", required=True)
+    billing_source = fields.String(data_key="billingSource", validate=validate.OneOf(("platform", "user")))
+    priced = fields.Boolean(metadata={"description": "false when no cost was given and no catalogue price applied"})
+
+
+class ConfigRefSchema(Answer):
+    display_name = fields.String(data_key="displayName", required=True)
+    id = fields.String(required=True)
+    model_id = fields.String(data_key="modelId", required=True)
+    provider = fields.String(required=True)
+
+
+class DataSourceSchema(Answer):
+    data_source = fields.String(data_key="dataSource", required=True)
+
+
+class UsageDetailsSchema(Answer):
+    meta = fields.Nested(DataSourceSchema, required=True)
+    model_config = fields.Nested(ConfigRefSchema, data_key="modelConfig", required=True)
+    recent_usage = fields.List(fields.Nested(RecentUsageSchema), data_key="recentUsage", required=True,
+                               metadata={"description": "newest first, at most `limit`"})
+
+
+class ModelConfigOutSchema(Answer):
+    id = fields.String(required=True)
+    display_name = fields.String(data_key="displayName", required=True)
+    model_id = fields.String(data_key="modelId", required=True)
+    provider = fields.String(required=True)
+    model_name = fields.String(data_key="modelName", required=True)
+    provider_key_id = fields.String(data_key="providerKeyId")
+    is_default = fields.Boolean(data_key="isDefault", required=True)
+    is_enabled = fields.Boolean(data_key="isEnabled", required=True)
+    settings = fields.Dict(required=True)
+    created_at = fields.String(data_key="createdAt", required=True)
+    updated_at = fields.String(data_key="updatedAt", required=True)
+
+
+class ModelConfigListSchema(Answer):
+    data = fields.List(fields.Nested(ModelConfigOutSchema), required=True)
+    total = fields.Integer(required=True)
+
+
+class ConfigUsageSchema(Answer):
+    id = fields.String()
+    provider = fields.String(required=True)
+    model_id = fields.String(data_key="modelId", required=True)
+    usage_count = fields.Integer(data_key="usageCount", required=True)
+    last_used_at = fields.String(data_key="lastUsedAt", required=True, allow_none=True)
+
+
+class ConfigUsageListSchema(Answer):
+    data = fields.List(fields.Nested(ConfigUsageSchema), required=True)
+    total = fields.Integer(required=True)
+
+
+class IngestResultSchema(Answer):
+    accepted = fields.Integer(required=True, metadata={"description": "events stored by this batch"})
+    duplicates = fields.Integer(required=True, metadata={"description": "events skipped: id already stored"})
+    conflicts = fields.Integer(required=True, metadata={"description": "duplicates whose payload differs"})
+
+
+class HealthSchema(Answer):
+    status = fields.String(required=True)
+    sqlite_version = fields.String(data_key="sqliteVersion", required=True)
+    pragmas = fields.Dict(required=True, metadata={"description": "the connection's settings in effect"})
