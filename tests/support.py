@@ -30,3 +30,8 @@ def prepare_database(path, owners=("acme",), **config) -> dict:
             keys[owner] = create_key(conn, owner, ["read", "write"])[1]
     conn.close()
     return keys
+
+
+def catalogue_names() -> dict:
+    """model id -> display name in the catalogue (a config's default modelName)."""
+    return {model["modelId"]: model["displayName"] for model in json.loads(PRICES_FILE.read_text())["models"]}
