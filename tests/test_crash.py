@@ -1,0 +1,98 @@
+"""A writer killed with SIGKILL mid-batch, again and again, on one database file.
+
+After every kill the file must pass PRAGMA integrity_check, every batch must be all
+there or not there at all, committed batches must all be there, and the rollups must
+equal the events summed again from scratch.
+"""
+import multiprocessing
+import random
+import signal
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import crash_writer
+from support import prepare_database
+from usage_server import queries
+from usage_server.db import connect, write_transaction
+
+TRIALS = 50
+BATCH_SIZE = 1000
+FORK = multiprocessing.get_context("fork")
+ROLLUPS = {"rollup_day": 86_400, "rollup_hour": 3_600, "rollup_quarter": 900}
+REBUILT = """
+SELECT owner_id, ts_us / 1000000 - (ts_us / 1000000) % :grain AS slot, series_id, COUNT(*), SUM(1 - priced),
+       SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END),
+       SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END),
+       SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END),
+       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END)
+FROM usage_event
+GROUP BY owner_id, slot, series_id
+ORDER BY owner_id, slot, series_id
+"""
+
+
+def read_log(path: Path) -> tuple[set[int], set[int]]:
+    """(batches begun, batches committed) as the writer logged them."""
+    lines = path.read_text().split() if path.exists() else []
+    marks = list(zip(lines[::2], map(int, lines[1::2])))
+    return {n for mark, n in marks if mark == "begin"}, {n for mark, n in marks if mark == "commit"}
+
+
+def kill_mid_batch(database: Path, log: Path, trial: int, rng: random.Random) -> None:
+    """Fork a writer (no connection is open here to inherit), let it run a while, SIGKILL it."""
+    writer = FORK.Process(target=crash_writer.main, args=(str(database), str(log), trial, BATCH_SIZE))
+    writer.start()
+    deadline = time.monotonic() + 60
+    while not read_log(log)[0]:  # wait for the first batch to start
+        assert writer.is_alive(), f"writer exited with {writer.exitcode}"
+        assert time.monotonic() < deadline, "writer never started a batch"
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0, 0.25))
+    writer.kill()
+    writer.join(30)
+    assert writer.exitcode == -signal.SIGKILL
+
+
+def check_database(database: Path, trial: int, begun: set[int], committed: set[int], earlier: int) -> int:
+    """Checks the file after trial `trial`; returns how many of its batches are stored."""
+    conn = sqlite3.connect(database)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        ids = [row[0] for row in conn.execute("SELECT event_id FROM usage_event WHERE event_id LIKE ?", (f"t{trial}-%",))]
+        sizes = Counter(int(event_id.split("-")[1][1:]) for event_id in ids)
+        assert set(sizes.values()) <= {BATCH_SIZE}, f"partial batch: {sizes}"
+        assert committed <= set(sizes) <= begun
+        for table, grain in ROLLUPS.items():
+            stored = conn.execute(f"SELECT * FROM {table} ORDER BY owner_id, slot_start, series_id").fetchall()
+            assert stored == conn.execute(REBUILT, {"grain": grain}).fetchall(), table
+        batches = earlier + len(sizes)  # the usage ETag's version moves once per stored batch
+        assert conn.execute("SELECT version FROM owner_version").fetchall() == ([(batches,)] if batches else [])
+        return len(sizes)
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_batch_leaves_whole_batches_and_a_sound_file(tmp_path):
+    database, rng = tmp_path / "usage.sqlite", random.Random(20260318)
+    config = {"DATABASE": str(database), "BUSY_TIMEOUT_MS": 5000, "SYNCHRONOUS": "FULL"}
+    prepare_database(database)
+    conn = connect(config)
+    with write_transaction(conn):
+        conn.execute(queries.INSERT_CONFIG, {"owner_id": 1, "id": crash_writer.CONFIG_ID, "display_name": "A",
+                                             "model_id": "gpt-4o", "provider": "OpenAI", "model_name": "GPT-4o",
+                                             "provider_key_id": None, "settings": "{}", "created_at": "2026-03-01T00:00:00Z"})
+    conn.close()
+    mid_batch, stored = 0, 0
+    for trial in range(TRIALS):
+        log = tmp_path / f"trial{trial}.log"
+        kill_mid_batch(database, log, trial, rng)
+        begun, committed = read_log(log)
+        mid_batch += begun != committed
+        stored += check_database(database, trial, begun, committed, stored)
+    assert mid_batch >= TRIALS // 2, mid_batch
+    print(f"\ncrash: {TRIALS} trials passed, {mid_batch} killed inside a batch, {stored} batches stored")
