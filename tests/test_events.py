@@ -4,6 +4,7 @@ Events go in through the API with timestamps in several UTC offsets and come bac
 through GET /v1/model-usage (compared with the independent oracle) and the details
 endpoint; every rejected batch is shown to have stored nothing.
 """
+import io
 import json
 import random
 import socket
@@ -520,6 +521,21 @@ def test_a_body_over_2_mib_is_413_and_stores_nothing(client, make_key):
     assert usage(client, key)["summary"]["totalRequests"] == 0
 
 
+def post_chunked(client, key, raw: bytes):
+    """As a server passes a chunked body on: no length, a stream that ends with the body."""
+    return client.post("/v1/model-usage/events", input_stream=io.BytesIO(raw),
+                       headers={**bearer(key), "Transfer-Encoding": "chunked"},
+                       content_type="application/json", environ_overrides={"wsgi.input_terminated": True})
+
+
+def test_a_body_without_content_length_is_held_to_2_mib_too(client, make_key):
+    key = make_key()
+    create_config(client, key, "cfg_a")
+    assert_error(post_chunked(client, key, padded_batch(2 * MIB + 1)), 413, "payload_too_large")
+    assert usage(client, key)["summary"]["totalRequests"] == 0
+    assert post_chunked(client, key, padded_batch(2 * MIB)).get_json() == {"accepted": 1, "duplicates": 0, "conflicts": 0}
+
+
 def read_http_response(sock) -> tuple[str, dict, bytes]:
     """Status line, headers and exactly Content-Length bytes of body."""
     data = b""
@@ -558,9 +574,13 @@ def test_a_real_server_answers_an_oversized_body_with_a_complete_413(tmp_path):
             sock.sendall(head)
             status, headers, answer = read_http_response(sock)
         assert status.startswith("HTTP/1.1 413 ") and json.loads(answer) == expected
-        # an ordinary HTTP client, and the single worker is free again afterwards
+        # an ordinary HTTP client, with a Content-Length and chunked, and the single worker is free again afterwards
         response = requests.post(f"{base}/v1/model-usage/events", data=body, headers=bearer(key), timeout=10)
         assert (response.status_code, response.json()) == (413, expected)
+        chunks = (body[start:start + 65536] for start in range(0, len(body), 65536))
+        response = requests.post(f"{base}/v1/model-usage/events", data=chunks, headers=bearer(key), timeout=10)
+        assert (response.request.headers.get("Transfer-Encoding"), response.status_code, response.json()) == \
+            ("chunked", 413, expected)
         assert requests.get(f"{base}/health", timeout=10).status_code == 200
 
 
