@@ -5,6 +5,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 import pytest
 
 from conftest import assert_error, bearer, create_config, post_events
+from owners import app, make_key  # noqa: F401 (one database for the module)
 from support import catalogue_prices
 
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)

@@ -18,6 +18,7 @@ import requests
 from conftest import FROZEN_NOW, assert_error, bearer, create_config, post_events
 from gunicorn_server import gunicorn
 from oracle import event_cost_micros, expected_usage, parse_instant
+from owners import app, make_key  # noqa: F401 (one database for the module)
 from support import catalogue_prices, prepare_database
 from usage_server import create_app
 from usage_server.auth import create_key, hash_key
@@ -64,25 +65,6 @@ def snapshot(client, key, config_ids=("cfg_a",)):
         "configs": client.get("/v1/model-configs/usage", headers=bearer(key)).get_json(),
         "details": {cid: client.get(f"/v1/model-usage/{cid}?limit=1000", headers=bearer(key)).get_json() for cid in config_ids},
     }
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """One database for the module: each test writes as owners of its own (see make_key)."""
-    return create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("events") / "usage.sqlite")})
-
-
-@pytest.fixture
-def make_key(app, request):
-    """make_key(owner, scopes): a key of an owner private to the calling test."""
-    def make(owner="acme", scopes=("read", "write")):
-        conn = connect(app.config)
-        with write_transaction(conn):
-            _, raw = create_key(conn, f"{owner}@{request.node.nodeid}", list(scopes))
-        conn.close()
-        return raw
-
-    return make
 
 
 # --- read back exactly: the oracle ---------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_error, bearer, create_config, post_events
+from owners import app, make_key  # noqa: F401 (one database for the module)
 from usage_server import api
 
 PRICES_FILE = Path(api.__file__).with_name("prices.json")
