@@ -44,9 +44,9 @@ def gunicorn(database, log_path, workers=4, timeout=30, **config):
             if process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{Path(log_path).read_text()}")
             try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
+                if requests.get(f"{base}/health", timeout=5).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gunicorn did not start:\n{Path(log_path).read_text()}")

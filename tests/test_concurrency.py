@@ -162,7 +162,10 @@ def reader(run, base, key, per_batch, writers_done, reader_id):
 
 
 @pytest.mark.slow
-def test_writers_and_readers_under_gunicorn(tmp_path):
+@pytest.mark.parametrize("busy_timeout_ms", [5000, 10], ids=["default-busy-timeout", "short-busy-timeout"])
+def test_writers_and_readers_under_gunicorn(tmp_path, busy_timeout_ms):
+    """With the default busy timeout writers wait their turn; with a short one many get a
+    503, and every one of those must have stored nothing and succeed when retried."""
     database = tmp_path / "usage.sqlite"
     key = prepare_database(database)["acme"]
     prices = catalogue_prices()
@@ -170,7 +173,7 @@ def test_writers_and_readers_under_gunicorn(tmp_path):
     per_batch = batch_totals(template, prices)
     run, sent, writers_done = Run(), [], threading.Event()
     started = time.monotonic()
-    with gunicorn(database, tmp_path / "gunicorn.log", workers=4) as base:
+    with gunicorn(database, tmp_path / "gunicorn.log", workers=4, BUSY_TIMEOUT_MS=busy_timeout_ms) as base:
         for config_id, config in CONFIGS.items():
             body = {"id": config_id, "displayName": config_id, "modelId": config["modelId"], "provider": config["provider"]}
             assert requests.post(f"{base}/v1/model-configs", json=body, headers={"Authorization": f"Bearer {key}"},
@@ -205,5 +208,5 @@ def test_writers_and_readers_under_gunicorn(tmp_path):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     assert run.reads > 0
-    print(f"\nconcurrency: {len(unique)} unique events, {len(sent)} sent, {run.requests} requests, "
+    print(f"\nconcurrency (busy timeout {busy_timeout_ms} ms): {len(unique)} unique events, {len(sent)} sent, {run.requests} requests, "
           f"{run.unavailable} answered 503 ({run.unavailable / run.requests:.2%}), {run.reads} reads, {elapsed:.1f} s")
