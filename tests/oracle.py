@@ -30,16 +30,15 @@ def event_cost_micros(event, prices):
     return int((micros + Decimal("0.5")).to_integral_value(ROUND_FLOOR)), True
 
 
-def offset_label(offset: timedelta) -> str:
-    minutes = int(offset.total_seconds()) // 60
-    sign = "+" if minutes >= 0 else "-"
-    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
 def hour_label(instant_utc: datetime, zone_name: str) -> str:
-    local = instant_utc.astimezone(ZoneInfo(zone_name))
-    suffix = "Z" if zone_name in UTC_ALIASES else offset_label(local.utcoffset())
-    return local.strftime("%Y-%m-%dT%H:00:00") + suffix
+    return local_hour_label(instant_utc.astimezone(ZoneInfo(zone_name)), zone_name)
+
+
+def local_hour_label(local: datetime, zone_name: str) -> str:
+    """The wall-clock hour with the offset in effect at that instant, as isoformat writes it."""
+    start = local.replace(minute=0, second=0, microsecond=0, tzinfo=timezone(local.utcoffset()))
+    text = start.isoformat()
+    return text[:-6] + "Z" if zone_name in UTC_ALIASES else text
 
 
 def bucket_of(local_day: date, granularity: str) -> str:
@@ -60,15 +59,33 @@ def all_labels(start: date, end: date, granularity: str, zone_name: str) -> list
                 labels.append(label)
             day += timedelta(days=1)
         return labels
-    lo = datetime(start.year, start.month, start.day, tzinfo=zone).astimezone(timezone.utc)
-    after = end + timedelta(days=1)
-    hi = datetime(after.year, after.month, after.day, tzinfo=zone).astimezone(timezone.utc)
-    labels, instant = [], lo
-    while instant < hi:  # every quarter hour: catches half- and quarter-hour offsets
-        label = hour_label(instant, zone_name)
-        if not labels or labels[-1] != label:
-            labels.append(label)
-        instant += timedelta(minutes=15)
+    # Walk instants from well before the range to well after it and keep the labels of
+    # those whose local date is in range. An hourly grid meets every whole local hour; a
+    # piece of an hour cut short by an offset change holds the last second before the
+    # change or the change itself, so both are visited too (the change found by bisection).
+    first = int(datetime(start.year, start.month, start.day, tzinfo=timezone.utc).timestamp()) - 86_400
+    last = int(datetime(end.year, end.month, end.day, tzinfo=timezone.utc).timestamp()) + 2 * 86_400
+    labels, seen = [], [None]
+
+    def visit(instant):
+        local = datetime.fromtimestamp(instant, zone)
+        key = (local.date(), local.hour, local.utcoffset())
+        if start <= key[0] <= end and key != seen[0]:
+            seen[0] = key
+            labels.append(local_hour_label(local, zone_name))
+
+    previous = None
+    for instant in range(first, last, 3600):
+        offset = datetime.fromtimestamp(instant, zone).utcoffset()
+        if previous is not None and offset != previous:
+            low, high = instant - 3600, instant  # offset changes in (low, high]
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if datetime.fromtimestamp(middle, zone).utcoffset() == previous else (low, middle)
+            visit(high - 1)
+            visit(high)
+        visit(instant)
+        previous = offset
     return labels
 
 
@@ -98,7 +115,7 @@ def expected_usage(events, configs, prices, start, end, granularity="day", zone_
         cost, priced = event_cost_micros({**event, "_model_id": config["modelId"]}, prices)
         tokens = event.get("totalTokens")
         tokens = event["promptTokens"] + event["completionTokens"] if tokens is None else tokens
-        label = hour_label(instant, zone_name) if granularity == "hour" else bucket_of(local.date(), granularity)
+        label = local_hour_label(local, zone_name) if granularity == "hour" else bucket_of(local.date(), granularity)
         point = series[label]
         point[0] += 1
         point[1] += tokens
