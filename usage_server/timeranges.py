@@ -99,9 +99,11 @@ def segments(lo: int, hi: int, zone: ZoneInfo) -> list[Segment]:
 
 
 def format_offset(offset: int) -> str:
+    """±HH:MM, and :SS where the offset has seconds (Monrovia until 1972), so it is exact."""
     sign = "+" if offset >= 0 else "-"
-    minutes = abs(offset) // 60
-    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    minutes, seconds = divmod(abs(offset), 60)
+    text = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    return f"{text}:{seconds:02d}" if seconds else text
 
 
 def hour_suffix(zone_name: str, offset: int) -> str:
