@@ -20,7 +20,8 @@ from .etags import conditional
 from .ingest import NewEvent, store_events
 from .money import micros_to_usd
 from .schemas import DetailsQuerySchema, EmptyQuerySchema, EventBatchSchema, ModelConfigSchema, UsageQuerySchema, CONFIG_ID
-from .timeranges import MAX_BUCKETS, count_buckets, iso_instant, local_midnight, local_today, resolve_dates
+from .timeranges import (MAX_BUCKETS, count_buckets, count_hour_buckets, iso_instant, local_midnight, local_today,
+                         resolve_dates)
 
 bp = Blueprint("api", __name__)
 SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}  # PRAGMA synchronous levels
@@ -149,8 +150,8 @@ def model_usage():
                                "use a startDate on or before today, or send endDate too")])
     buckets = count_buckets(start, end, args["granularity"])
     if args["granularity"] == "hour":
-        hours = local_midnight(end + timedelta(days=1), zone) - local_midnight(start, zone)
-        buckets = -(-hours // 3600)
+        lo, hi = local_midnight(start, zone), local_midnight(end + timedelta(days=1), zone)
+        buckets = count_hour_buckets(lo, hi, zone, zone_name)
     if buckets > MAX_BUCKETS:
         raise ApiError(
             400,

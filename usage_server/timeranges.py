@@ -124,6 +124,21 @@ def count_buckets(start: date, end: date, granularity: str) -> int:
     return days * 24
 
 
+def count_hour_buckets(lo: int, hi: int, zone: ZoneInfo, zone_name: str) -> int:
+    """Hour buckets in [lo, hi), as bucket_labels makes them: an hour cut by a change of
+    offset counts once on each side (Lord Howe's 24.5-hour day has 25). Far past the
+    limit, the span's length in hours is enough and spares finding every change."""
+    if hi - lo > 2 * MAX_BUCKETS * 3600:
+        return -(-(hi - lo) // 3600)
+    count, last = 0, None
+    for seg in segments(lo, hi, zone):
+        suffix = hour_suffix(zone_name, seg.offset)
+        first, final = (seg.start + seg.offset) // 3600, (seg.end - 1 + seg.offset) // 3600
+        count += final - first + 1 - (last == (first, suffix))
+        last = (final, suffix)
+    return count
+
+
 def bucket_labels(start: date, end: date, granularity: str, segs: list[Segment], zone_name: str) -> list[str]:
     """Every bucket's `date` label in order: the series to zero-fill."""
     if granularity == "day":
