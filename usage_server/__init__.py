@@ -22,6 +22,7 @@ def create_app(test_config=None):
     app.config.from_prefixed_env("USAGE_SERVER")
     if test_config is not None:
         app.config.from_mapping(test_config)
+    check_default_timezone(app.config["DEFAULT_TIMEZONE"])
     app.json.sort_keys = False
     if app.config["DATABASE"] == os.path.join(app.instance_path, "usage.sqlite"):
         os.makedirs(app.instance_path, exist_ok=True)
@@ -37,3 +38,11 @@ def create_app(test_config=None):
     app.register_blueprint(docs.bp)
     app.register_blueprint(dashboard.bp)
     return app
+
+
+def check_default_timezone(name) -> None:
+    """A misspelt default zone stops the server at start, rather than failing every request."""
+    from .schemas import available_zone_names
+
+    if not isinstance(name, str) or name not in available_zone_names():
+        raise ValueError(f"DEFAULT_TIMEZONE (USAGE_SERVER_DEFAULT_TIMEZONE) is not an IANA time zone name: {name!r}")

@@ -58,8 +58,9 @@ _ZONES: set[str] = set()
 
 
 def available_zone_names() -> set[str]:
+    """IANA names; not `localtime`, a link some systems add to their own zone, whatever it is."""
     if not _ZONES:
-        _ZONES.update(available_timezones())
+        _ZONES.update(available_timezones() - {"localtime", "posixrules"})
         _ZONES.add("UTC")
     return _ZONES
 
