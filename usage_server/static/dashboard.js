@@ -11,6 +11,14 @@
   const PREFS_STORE = "usage_server.prefs";
   const POLL_MS = 60000;
   const RECENT_LIMIT = 25;
+  const SERIES_PAGE = 500; // rows of the time-series table at once: 10,000 rows would take seconds to lay out
+  // Browsers report some zones by ICU's legacy ids; the picker offers IANA's current names.
+  const CURRENT_ZONE_NAMES = {
+    "America/Buenos_Aires": "America/Argentina/Buenos_Aires", "America/Godthab": "America/Nuuk",
+    "Asia/Calcutta": "Asia/Kolkata", "Asia/Katmandu": "Asia/Kathmandu", "Asia/Rangoon": "Asia/Yangon",
+    "Asia/Saigon": "Asia/Ho_Chi_Minh", "Atlantic/Faeroe": "Atlantic/Faroe", "Europe/Kiev": "Europe/Kyiv",
+    "Pacific/Enderbury": "Pacific/Kanton", "Pacific/Ponape": "Pacific/Pohnpei", "Pacific/Truk": "Pacific/Chuuk",
+  };
   const $ = (id) => document.getElementById(id);
 
   const state = {
@@ -22,6 +30,7 @@
     controller: null,
     chart: null,
     sort: { key: "totalCost", dir: "desc" },
+    seriesPage: 0,
     configs: [],
     recent: null,
   };
@@ -174,9 +183,10 @@
   }
 
   function restorePrefs() {
-    const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    const reported = Intl.DateTimeFormat().resolvedOptions().timeZone;
     const zones = Array.from($("zone").options, (option) => option.value);
-    $("zone").value = zones.includes(browserZone) ? browserZone : "UTC";
+    const browserZone = [CURRENT_ZONE_NAMES[reported], reported].find((name) => zones.includes(name));
+    $("zone").value = browserZone || "UTC";
     $("period").value = "last_30_days";
     $("granularity").value = "day";
     let prefs = {};
@@ -229,6 +239,7 @@
       const report = await response.json();
       if (seq !== state.seq) return;
       state.report = report;
+      state.seriesPage = 0;
       state.query = path;
       state.etag = response.headers.get("ETag");
       render();
@@ -362,6 +373,7 @@
     const sameYear = labels.length > 0 && labels[0].slice(0, 4) === labels[labels.length - 1].slice(0, 4);
     const xs = series.map((_, index) => index);
     const bars = series.length <= 120;
+    const dense = series.length > 600;
     const options = {
       ...chartSize(),
       scales: {
@@ -379,7 +391,8 @@
           value: (u, v) => (v == null ? "–" : money(v)),
         },
         {
-          label: "Requests", scale: "requests", stroke: "#ea580c", width: 2,
+          label: "Requests", scale: "requests", width: dense ? 1 : 2,
+          stroke: dense ? "rgba(234, 88, 12, 0.55)" : "#ea580c",
           points: { show: series.length <= 60 },
           value: (u, v) => (v == null ? "–" : integer.format(v)),
         },
@@ -401,16 +414,24 @@
   }
 
   function renderSeriesTable() {
-    const body = $("series-table").tBodies[0];
+    const series = state.report.timeSeries;
+    const pages = Math.max(1, Math.ceil(series.length / SERIES_PAGE));
+    state.seriesPage = Math.min(state.seriesPage, pages - 1);
+    const first = state.seriesPage * SERIES_PAGE;
+    const shown = series.slice(first, first + SERIES_PAGE);
+    $("series-pager").hidden = pages === 1;
+    $("series-rows").textContent = `rows ${integer.format(first + 1)}–${integer.format(first + shown.length)} of ${integer.format(series.length)}`;
+    $("series-prev").disabled = state.seriesPage === 0;
+    $("series-next").disabled = state.seriesPage === pages - 1;
     const rows = document.createDocumentFragment();
-    for (const point of state.report.timeSeries) {
+    for (const point of shown) {
       rows.append(el("tr", {},
         el("td", { textContent: point.date }),
         el("td", { className: "num", textContent: integer.format(point.requests) }),
         el("td", { className: "num", textContent: integer.format(point.tokens) }),
         el("td", { className: "num", textContent: money(point.cost) })));
     }
-    body.replaceChildren(rows);
+    $("series-table").tBodies[0].replaceChildren(rows);
   }
 
   function compare(a, b) {
@@ -432,7 +453,8 @@
       const bar = el("span");
       bar.style.width = `${(model.share * 100).toFixed(2)}%`;
       rows.append(el("tr", {},
-        el("td", {}, el("span", { textContent: model.modelName }), el("span", { className: "id", textContent: model.modelId })),
+        el("td", {}, el("span", { textContent: model.modelName }),
+          model.modelName === model.modelId ? "" : el("span", { className: "id", textContent: model.modelId })),
         el("td", { textContent: model.provider }),
         el("td", { className: "num", textContent: integer.format(model.requestCount) }),
         el("td", { className: "num", textContent: integer.format(model.totalTokens) }),
@@ -568,6 +590,12 @@
     $("series-details").addEventListener("toggle", () => {
       if ($("series-details").open && state.report) renderSeriesTable();
     });
+    for (const [id, step] of [["series-prev", -1], ["series-next", 1]]) {
+      $(id).addEventListener("click", () => {
+        state.seriesPage += step;
+        renderSeriesTable();
+      });
+    }
     for (const th of $("models-table").tHead.rows[0].cells) {
       th.querySelector("button").addEventListener("click", () => {
         const key = th.dataset.key;
