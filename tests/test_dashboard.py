@@ -1,0 +1,452 @@
+"""The dashboard in a real headless Chromium (Debian's), against a live server on seeded data.
+
+Every number the page shows is compared with the API's own answer for the same query,
+formatted by the page's documented rules. Screenshots go to test-artifacts/.
+"""
+import csv
+import io
+import threading
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+from werkzeug.serving import make_server
+
+from conftest import FROZEN_NOW
+from seed.generator import seed_owner
+from usage_server import api, create_app
+from usage_server.auth import create_key
+from usage_server.db import connect, write_transaction
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+LAPTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+# --- the server and the browser -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A threaded werkzeug server on a free port, on a seeded database, "now" pinned."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "utc_now", lambda: FROZEN_NOW)
+        app = create_app({"DATABASE": str(tmp_path_factory.mktemp("dashboard") / "usage.sqlite")})
+        conn = connect(app.config)
+        seed_owner(conn, "demo", events=8000, days=420, seed=7, end=int(FROZEN_NOW.timestamp()))
+        with write_transaction(conn):
+            _, read_key = create_key(conn, "demo", ["read"])
+            _, write_key = create_key(conn, "demo", ["write"])
+        conn.close()
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield SimpleNamespace(url=f"http://127.0.0.1:{server.server_port}", key=read_key, write_key=write_key)
+        finally:
+            server.shutdown()
+            thread.join(10)
+            server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "install Debian's chromium: apt-get install -y chromium (.ci/run does)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_page(browser, live):
+    """open_page(viewport, zone) -> a page on the dashboard; fails the test on any script error."""
+    contexts, problems = [], []
+
+    def open_(viewport=LAPTOP, zone="UTC", allowed_statuses=()):
+        context = browser.new_context(viewport=viewport, locale="en-US", timezone_id=zone, accept_downloads=True)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+
+        def on_console(message):
+            if message.type == "error" and not any(f"status of {s}" in message.text for s in allowed_statuses):
+                problems.append(f"console: {message.text}")
+
+        page.on("console", on_console)
+        page.goto(live.url + "/")
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert problems == []
+
+
+def enter_key(page, key):
+    page.fill("#key-input", key)
+    page.click("#key-submit")
+
+
+def wait_loaded(page, **params):
+    """Until the page has rendered an answer whose query has these parameters; returns them all."""
+    page.wait_for_function(
+        """(want) => {
+            const loaded = document.querySelector('#main').dataset.loaded;
+            if (!loaded || document.body.dataset.state !== 'ready') return false;
+            const got = new URLSearchParams(loaded.split('?')[1]);
+            return Object.entries(want).every(([k, v]) => got.get(k) === v);
+        }""",
+        arg=params,
+    )
+    loaded = page.eval_on_selector("#main", "main => main.dataset.loaded")
+    return loaded, {name: values[0] for name, values in parse_qs(urlsplit(loaded).query).items()}
+
+
+def choose_range(page, start, end, **params):
+    """Pick a custom range, then wait for its answer (with these other parameters too)."""
+    page.select_option("#period", "custom")
+    page.fill("#start-date", start)
+    page.fill("#end-date", end)
+    page.dispatch_event("#end-date", "change")
+    return wait_loaded(page, startDate=start, endDate=end, **params)
+
+
+def api_get(live, path, accept="application/json"):
+    response = requests.get(live.url + path, headers={"Authorization": f"Bearer {live.key}", "Accept": accept}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def shoot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+# --- the page's number formats (static/dashboard.js), written independently -----------------
+
+
+def rounded(value: float, places: int) -> Decimal:
+    """Intl.NumberFormat and toFixed round the exact binary value, halves away from zero."""
+    return Decimal(value).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
+
+
+def money(value: float) -> str:
+    places = 2 if value == 0 or abs(value) >= 0.01 else 6
+    return f"${rounded(value, places):,.{places}f}"
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def text(page, selector):
+    return page.text_content(selector).strip()
+
+
+def table(page, selector):
+    return page.eval_on_selector_all(
+        f"{selector} tbody tr", "rows => rows.map(r => Array.from(r.cells, c => c.innerText.trim()))")
+
+
+def assert_shows(page, body):
+    """Cards, chart size, per-model table and time-series table all equal the API's answer."""
+    summary = body["summary"]
+    assert text(page, "#total-cost") == money(summary["totalCost"])
+    assert text(page, "#total-tokens") == count(summary["totalTokens"])
+    assert text(page, "#platform-cost") == money(summary["platformCost"])
+    assert text(page, "#platform-tokens") == count(summary["platformTokens"])
+    assert text(page, "#user-cost") == money(summary["userCost"])
+    assert text(page, "#user-tokens") == count(summary["userTokens"])
+    assert text(page, "#total-requests") == count(summary["totalRequests"])
+    assert text(page, "#unpriced-requests") == count(body["meta"]["unpricedRequests"])
+    if summary["totalRequests"]:
+        assert text(page, "#avg-cost") == money(summary["totalCost"] / summary["totalRequests"])
+    assert page.eval_on_selector("#chart", "c => Number(c.dataset.points)") == len(body["timeSeries"])
+    assert text(page, "#zone-name") == body["meta"]["timezone"]
+    models = []
+    for model in body["usageByModel"].values():
+        share = model["totalCost"] / summary["totalCost"] if summary["totalCost"] > 0 else 0
+        name = model["modelName"] if model["modelName"] == model["modelId"] else f"{model['modelName']}\n{model['modelId']}"
+        models.append([name, model["provider"], count(model["requestCount"]),
+                       count(model["totalTokens"]), money(model["avgCostPerRequest"]), money(model["totalCost"]),
+                       f"{rounded(share * 100, 1)}%"])
+    assert table(page, "#models-table") == models
+    assert_series_table(page, body["timeSeries"])
+
+
+def assert_series_table(page, series, rows_per_page=500):
+    """The time series as a table, a page of rows at a time: the first page and the last."""
+    if not page.eval_on_selector("#series-details", "d => d.open"):
+        page.click("#series-details summary")
+    last = (len(series) - 1) // rows_per_page
+    for number in sorted({0, last}):
+        for _ in range(number):
+            page.click("#series-next")
+        shown = series[number * rows_per_page:(number + 1) * rows_per_page]
+        page.wait_for_function(
+            """([n, first]) => {
+                const rows = document.querySelector('#series-table').tBodies[0].rows;
+                return rows.length === n && rows[0].cells[0].textContent === first;
+            }""",
+            arg=[len(shown), shown[0]["date"]],
+        )
+        assert table(page, "#series-table") == [
+            [point["date"], count(point["requests"]), count(point["tokens"]), money(point["cost"])] for point in shown]
+        if last:
+            first = number * rows_per_page
+            expect(page.locator("#series-rows")).to_have_text(
+                f"rows {count(first + 1)}–{count(first + len(shown))} of {count(len(series))}")
+
+
+# --- the tests ----------------------------------------------------------------------------
+
+
+def test_numbers_equal_the_api_as_period_and_granularity_change(open_page, live):
+    page = open_page()
+    expect(page.locator("#welcome")).to_be_visible()
+    enter_key(page, live.key)
+    path, params = wait_loaded(page)
+    assert params == {"period": "last_30_days", "granularity": "day", "timezone": "UTC"}
+    assert_shows(page, api_get(live, path).json())
+    shoot(page, "laptop-last-30-days")
+
+    page.select_option("#period", "last_7_days")
+    page.select_option("#granularity", "hour")
+    path, _ = wait_loaded(page, period="last_7_days", granularity="hour")
+    body = api_get(live, path).json()
+    assert len(body["timeSeries"]) == 7 * 24
+    assert_shows(page, body)
+    shoot(page, "laptop-last-7-days-hourly")
+
+    page.select_option("#period", "current_year")
+    page.select_option("#granularity", "week")
+    path, _ = wait_loaded(page, period="current_year", granularity="week")
+    assert_shows(page, api_get(live, path).json())
+
+    page.select_option("#period", "last_month")
+    page.select_option("#granularity", "month")
+    path, _ = wait_loaded(page, period="last_month", granularity="month")
+    assert_shows(page, api_get(live, path).json())
+
+
+def test_zone_defaults_to_the_browsers_and_is_always_named(open_page, live):
+    page = open_page(zone="Asia/Kathmandu")
+    enter_key(page, live.key)
+    path, params = wait_loaded(page, timezone="Asia/Kathmandu")
+    assert page.input_value("#zone") == "Asia/Kathmandu"
+    expect(page.locator("#zone-note")).to_contain_text("Asia/Kathmandu (now UTC+05:45)")
+    page.select_option("#granularity", "hour")
+    path, _ = wait_loaded(page, granularity="hour", timezone="Asia/Kathmandu")
+    body = api_get(live, path).json()
+    assert body["timeSeries"][0]["date"].endswith("+05:45")
+    assert_shows(page, body)
+
+    page.select_option("#zone", "America/Los_Angeles")
+    path, _ = choose_range(page, "2026-03-07", "2026-03-09", timezone="America/Los_Angeles")
+    body = api_get(live, path).json()
+    assert len(body["timeSeries"]) == 71  # a spring-forward day has 23 hours
+    assert_shows(page, body)
+    expect(page.locator("#zone-name")).to_have_text("America/Los_Angeles")
+    shoot(page, "laptop-los-angeles-dst")
+
+
+def test_configurations_and_their_recent_requests(open_page, live):
+    page = open_page(zone="Europe/Berlin")
+    enter_key(page, live.key)
+    wait_loaded(page)
+    usage = api_get(live, "/v1/model-configs/usage").json()["data"]
+    page.wait_for_function("n => document.querySelectorAll('#configs-table tbody tr').length === n", arg=len(usage))
+    shown = page.eval_on_selector_all("#configs-table tbody tr", "rows => rows.map(r => r.dataset.configId)")
+    expected = sorted(usage, key=lambda item: (-item["usageCount"], item["id"]))
+    assert shown == [item["id"] for item in expected]
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def local(iso):
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(berlin).strftime("%Y-%m-%d %H:%M:%S")
+
+    assert [row[3:5] for row in table(page, "#configs-table")] == [
+        [count(item["usageCount"]), local(item["lastUsedAt"])] for item in expected]
+
+    config_id = expected[-1]["id"]
+    page.click(f"#configs-table tr[data-config-id='{config_id}'] button")
+    expect(page.locator("#recent")).to_be_visible()
+    details = api_get(live, f"/v1/model-usage/{config_id}?limit=25").json()
+    rows = table(page, "#recent-table")
+    assert rows == [
+        [local(event["timestamp"]), event["id"], count(event["promptTokens"]), count(event["completionTokens"]),
+         count(event["totalTokens"]),
+         money(event["estimatedCost"]) + ("" if event["priced"] else " unpriced"),
+         "–" if event["executionTime"] is None else f"{rounded(event['executionTime'], 2)}",
+         "your key" if event["billingSource"] == "user" else "platform"]
+        for event in details["recentUsage"]]
+    expect(page.locator("#recent-title")).to_contain_text("Europe/Berlin")
+
+    page.select_option("#config-filter", config_id)
+    path, _ = wait_loaded(page, modelConfigId=config_id)
+    assert_shows(page, api_get(live, path).json())
+
+
+def test_models_sort_by_each_column(open_page, live):
+    page = open_page()
+    enter_key(page, live.key)
+    path, _ = wait_loaded(page)
+    models = list(api_get(live, path).json()["usageByModel"].values())
+
+    def shown_ids():
+        return page.eval_on_selector_all("#models-table tbody tr", "rows => rows.map(r => r.dataset.modelId)")
+
+    assert shown_ids() == [m["modelId"] for m in models]  # the API's order: cost, descending
+    by_id = {m["modelId"]: m for m in models}
+    for key, first in [("requestCount", "descending"), ("totalTokens", "descending"), ("avgCostPerRequest", "descending"),
+                       ("totalCost", "descending"), ("share", "descending"), ("provider", "ascending"),
+                       ("modelName", "ascending")]:
+        header = page.locator(f"#models-table th[data-key='{key}']")
+        for direction in (first, "ascending" if first == "descending" else "descending"):
+            header.locator("button").click()
+            expect(header).to_have_attribute("aria-sort", direction)
+            shown = shown_ids()
+            assert sorted(shown) == sorted(by_id)
+            field = "totalCost" if key == "share" else key
+            values = [by_id[model_id][field] for model_id in shown]
+            if isinstance(values[0], str):
+                values = [value.casefold() for value in values]
+            assert values == sorted(values, reverse=direction == "descending")
+
+
+def test_bad_key_is_explained_and_not_kept(open_page, live):
+    page = open_page(allowed_statuses=(401,))
+    enter_key(page, "usk_000000000000_not-a-real-key")
+    expect(page.locator("#message")).to_have_text(
+        "This key was not accepted (401 Unauthorized). Check that you pasted the whole key and that it has not been revoked.")
+    expect(page.locator("#dashboard")).to_be_hidden()
+    expect(page.locator("#welcome")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('usage_server.key')") is None
+    shoot(page, "bad-key")
+
+
+def test_key_stays_in_the_tab_and_out_of_addresses(open_page, live):
+    page = open_page()
+    seen = []
+    page.on("request", lambda request: seen.append((request.url, request.headers.get("authorization"))))
+    enter_key(page, live.key)
+    wait_loaded(page)
+    assert page.evaluate("sessionStorage.getItem('usage_server.key')") == live.key
+    assert page.evaluate("localStorage.length") == 0
+    assert live.key not in page.url and page.input_value("#key-input") == ""
+    api_calls = [(url, auth) for url, auth in seen if "/v1/" in url]
+    assert api_calls and all(live.key not in url and auth == f"Bearer {live.key}" for url, auth in api_calls)
+    page.reload()
+    wait_loaded(page)  # still signed in for this tab
+    page.click("#key-forget")
+    assert page.evaluate("sessionStorage.getItem('usage_server.key')") is None
+    expect(page.locator("#welcome")).to_be_visible()
+
+
+def test_empty_range_and_too_many_buckets_are_explained(open_page, live):
+    page = open_page(allowed_statuses=(400,))
+    enter_key(page, live.key)
+    wait_loaded(page)
+    path, _ = choose_range(page, "2020-01-01", "2020-01-31")
+    expect(page.locator("#message")).to_have_text(
+        "No usage from 2020-01-01 to 2020-01-31 (UTC). Try a longer period or another configuration.")
+    expect(page.locator("#chart-empty")).to_be_visible()
+    assert_shows(page, api_get(live, path).json())
+
+    page.fill("#start-date", "2010-01-01")
+    page.select_option("#granularity", "hour")
+    error = requests.get(live.url + "/v1/model-usage?startDate=2010-01-01&endDate=2020-01-31&granularity=hour&timezone=UTC",
+                         headers={"Authorization": f"Bearer {live.key}"}, timeout=30).json()
+    suggestion = error["details"][0]["suggestion"]
+    expect(page.locator("#message")).to_have_text(f"{error['error']} ({suggestion}).")
+    expect(page.locator("#message")).to_have_class("message warn")
+
+
+def test_server_error_is_explained(open_page, live):
+    page = open_page(allowed_statuses=(503,))
+    body = '{"error": "the database is busy, retry shortly", "code": "service_unavailable"}'
+    page.route("**/v1/model-usage?*", lambda route: route.fulfill(
+        status=503, body=body, content_type="application/json", headers={"Retry-After": "1"}))
+    enter_key(page, live.key)
+    expect(page.locator("#message")).to_have_text(
+        "The server could not answer (HTTP 503: the database is busy, retry shortly). Try again in a moment.")
+    expect(page.locator("#message")).to_have_class("message error")
+    shoot(page, "server-error")
+
+
+def test_csv_download_is_the_api_csv(open_page, live):
+    page = open_page()
+    enter_key(page, live.key)
+    page.select_option("#granularity", "week")
+    path, _ = wait_loaded(page, granularity="week")
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    download = info.value
+    expected = api_get(live, path, accept="text/csv")
+    assert download.suggested_filename == expected.headers["Content-Disposition"].split('"')[1]
+    assert Path(download.path()).read_bytes() == expected.content
+    assert next(csv.reader(io.StringIO(expected.text)))[0] == "date"
+
+
+def test_refresh_asks_with_the_etag_and_shows_new_usage(open_page, live):
+    page = open_page()
+    statuses = []
+    page.on("response", lambda response: statuses.append(response.status) if "/v1/model-usage?" in response.url else None)
+    enter_key(page, live.key)
+    path, _ = wait_loaded(page, period="last_30_days")
+    before = api_get(live, path).json()
+    page.click("#refresh")
+    page.wait_for_function("() => document.body.dataset.notModified === '1'")
+    assert statuses[-1] == 304
+    expect(page.locator("#status-note")).to_contain_text("unchanged")
+
+    event = {"id": "dashboard-new-1", "timestamp": "2026-03-18T09:00:00Z", "modelConfigId": "cfg_summarizer",
+             "promptTokens": 1200, "completionTokens": 300, "cost": 0.5}
+    stored = requests.post(live.url + "/v1/model-usage/events", json={"events": [event]},
+                           headers={"Authorization": f"Bearer {live.write_key}"}, timeout=30)
+    assert stored.json()["accepted"] == 1
+    page.click("#refresh")
+    after = api_get(live, path).json()
+    assert after["summary"]["totalRequests"] == before["summary"]["totalRequests"] + 1
+    expect(page.locator("#total-requests")).to_have_text(count(after["summary"]["totalRequests"]))
+    assert statuses[-1] == 200
+    assert_shows(page, after)
+
+
+def test_phone_width_has_no_sideways_page_scroll(open_page, live):
+    page = open_page(viewport=PHONE)
+    enter_key(page, live.key)
+    path, _ = wait_loaded(page)
+    assert_shows(page, api_get(live, path).json())
+    page.click("#series-details summary")  # folded again for the picture
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    chart_width = page.eval_on_selector("#chart canvas", "c => c.getBoundingClientRect().width")
+    assert 0 < chart_width <= PHONE["width"]
+    shoot(page, "phone")
+
+
+def test_largest_range_stays_responsive(open_page, live):
+    """Close to 10,000 hourly buckets: drawn, and the page answers at once after."""
+    page = open_page()
+    enter_key(page, live.key)
+    wait_loaded(page)
+    page.select_option("#granularity", "hour")
+    path, _ = choose_range(page, "2025-01-31", "2026-03-18", granularity="hour")
+    body = api_get(live, path).json()
+    assert len(body["timeSeries"]) == 412 * 24
+    assert page.eval_on_selector("#chart", "c => Number(c.dataset.points)") == len(body["timeSeries"])
+    render_ms = page.eval_on_selector("#main", "m => Number(m.dataset.renderMs)")
+    assert render_ms < 5000
+    page.mouse.move(600, 420)  # hover the chart: the legend follows
+    assert page.evaluate("() => { const t = performance.now(); document.body.offsetHeight; return performance.now() - t; }") < 200
+    assert_shows(page, body)
+    shoot(page, "largest-range")
