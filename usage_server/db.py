@@ -1,6 +1,7 @@
-"""SQLite access: one connection per request on `g`, pragmas set in one place."""
+"""SQLite access: one connection per worker thread, on `g` per request; pragmas set in one place."""
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -8,7 +9,7 @@ from urllib.parse import urlsplit
 from urllib.request import pathname2url, url2pathname
 
 import click
-from flask import current_app, g
+from flask import current_app, g, has_request_context
 
 SCHEMA_CANDIDATES = (
     Path(__file__).resolve().parent.parent / "schema.sql",  # source checkout / editable
@@ -16,6 +17,7 @@ SCHEMA_CANDIDATES = (
 )
 SCHEMA_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event'"
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
+KEPT_SETTINGS = ("DATABASE", "BUSY_TIMEOUT_MS", "SYNCHRONOUS", "MAX_PAGE_COUNT")  # fixed at connect
 
 
 class DatabaseSetupError(click.ClickException):
@@ -94,17 +96,65 @@ def set_deadline(conn: sqlite3.Connection, limit_ms: int) -> None:
     conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
 
 
+def file_identity(database: str):
+    """What tells a replaced, rewritten or re-permissioned file from the one a connection holds."""
+    path = database_file(database)
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return stat.st_dev, stat.st_ino, stat.st_ctime_ns
+
+
+def kept_connection(app) -> sqlite3.Connection:
+    """The calling thread's connection for `app`, opened on its first request and kept.
+
+    Opening one (file, WAL index, schema, pragmas) costs more than a small query. It is
+    reopened after a fork, a change of settings, or a change of the file itself
+    (ctime), so requests behave as if each had opened its own.
+    """
+    config, kept = app.config, app.extensions["usage_server.connections"]
+    settings = tuple(config.get(name) for name in KEPT_SETTINGS)
+    held = getattr(kept, "held", None)
+    if held is not None and held[0] == (os.getpid(), settings, file_identity(config["DATABASE"])):
+        return held[1]
+    kept.held = None
+    if held is not None and held[0][0] == os.getpid():  # never close a parent's connection
+        held[1].close()
+    conn = connect(config)
+    kept.held = ((os.getpid(), settings, file_identity(config["DATABASE"])), conn)
+    return conn
+
+
 def get_db() -> sqlite3.Connection:
+    """This request's connection (the thread's kept one), with this request's deadline."""
     if "db" not in g:
-        g.db = connect(current_app.config)
+        if has_request_context():
+            g.db = kept_connection(current_app._get_current_object())
+            g.db_kept = True
+        else:
+            g.db = connect(current_app.config)
         set_deadline(g.db, current_app.config["QUERY_TIME_LIMIT_MS"])
     return g.db
 
 
 def close_db(exc=None) -> None:
+    """Closes the connection, or hands a kept one back clean: no deadline, no transaction."""
     db = g.pop("db", None)
-    if db is not None:
+    if db is None:
+        return
+    if not g.pop("db_kept", False):
         db.close()
+        return
+    db.set_progress_handler(None, 0)
+    if db.in_transaction:  # a request that failed inside a transaction
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            current_app.extensions["usage_server.connections"].held = None
+            db.close()
 
 
 @contextmanager
@@ -155,6 +205,7 @@ def ensure_schema(config) -> None:
 
 def init_app(app) -> None:
     ensure_schema(app.config)
+    app.extensions["usage_server.connections"] = threading.local()
     app.teardown_appcontext(close_db)
 
 
