@@ -74,8 +74,8 @@ CREATE INDEX IF NOT EXISTS usage_event_series_ts ON usage_event (series_id, ts_u
 
 -- Rollups: the events pre-aggregated per series and time slot, kept in the same
 -- transaction as every write. Slots are UTC epoch seconds at the start of a quarter
--- hour, an hour or a UTC day: a quarter hour divides every UTC offset in use, so any
--- time zone's buckets are exact sums of whole slots.
+-- hour, an hour, a UTC day or a UTC week: a quarter hour divides every UTC offset in use,
+-- so any time zone's buckets are exact sums of whole slots.
 CREATE TABLE IF NOT EXISTS rollup_quarter (
     owner_id         INTEGER NOT NULL,
     slot_start       INTEGER NOT NULL,
@@ -90,6 +90,20 @@ CREATE TABLE IF NOT EXISTS rollup_quarter (
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS rollup_hour (
+    owner_id         INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    series_id        INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, slot_start, series_id)
+) WITHOUT ROWID;
+
+-- Weeks (from Monday 00:00 UTC): week buckets in UTC and totals over long ranges.
+CREATE TABLE IF NOT EXISTS rollup_week (
     owner_id         INTEGER NOT NULL,
     slot_start       INTEGER NOT NULL,
     series_id        INTEGER NOT NULL,

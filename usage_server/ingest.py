@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from . import queries
-from .queries import ROLLUP_TABLES
+from .queries import ROLLUP_TABLES, SLOT_PHASE
 from .money import priced_cost, usd_to_micros
 
 
@@ -107,7 +107,7 @@ def store_events(db: sqlite3.Connection, owner_id: int, events: list[NewEvent], 
         platform = event.billing_source == "platform"
         seconds = event.ts_us // 1_000_000
         for grain, slots in rollups.items():
-            key = (seconds - seconds % grain, series_id)
+            key = (seconds - (seconds + SLOT_PHASE[grain]) % grain, series_id)
             sums = slots.get(key)
             if sums is None:
                 sums = slots[key] = [0, 0, 0, 0, 0, 0]
@@ -131,4 +131,4 @@ def rebuild_rollups(db: sqlite3.Connection) -> None:
     """Recompute every rollup from the events; call inside a write transaction."""
     for grain in ROLLUP_TABLES:
         db.execute(queries.CLEAR_ROLLUP[grain])
-        db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain})
+        db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})

@@ -4,7 +4,10 @@ Rollup statements exist once per rollup table: the table names come from the fix
 ROLLUP_TABLES tuple below, never from a request.
 """
 
-ROLLUP_TABLES = {86_400: "rollup_day", 3_600: "rollup_hour", 900: "rollup_quarter"}
+ROLLUP_TABLES = {604_800: "rollup_week", 86_400: "rollup_day", 3_600: "rollup_hour", 900: "rollup_quarter"}
+# A slot starts where (epoch second + phase) % grain == 0: weeks start on Mondays
+# (1970-01-01 was a Thursday), the other grains at multiples of themselves.
+SLOT_PHASE = {604_800: 259_200, 86_400: 0, 3_600: 0, 900: 0}
 
 # --- owners and keys ------------------------------------------------------------
 
@@ -181,7 +184,7 @@ _REBUILD_ROLLUP = """
 INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
                      platform_tokens, user_tokens, platform_cost, user_cost)
 SELECT owner_id,
-       ts_us / 1000000 - (ts_us / 1000000) % :grain AS slot_start,
+       ts_us / 1000000 - (ts_us / 1000000 + :phase) % :grain AS slot_start,
        series_id,
        COUNT(*),
        SUM(1 - priced),
@@ -204,16 +207,23 @@ _SERIES_FILTER = """
  OR series_id IN (SELECT id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id))
 """
 
+# Slots are summed first (in primary-key order, no sort), so strftime runs once per slot,
+# not once per slot and series.
 _ROLLUP_BUCKETS = """
 SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
        SUM(requests) AS requests,
-       SUM(platform_tokens + user_tokens) AS tokens,
-       SUM(platform_cost + user_cost) AS cost
-FROM {table}
-WHERE owner_id = :owner_id
-  AND slot_start >= :lo
-  AND slot_start < :hi
-  AND """ + _SERIES_FILTER + """
+       SUM(tokens) AS tokens,
+       SUM(cost) AS cost
+FROM (SELECT slot_start,
+             SUM(requests) AS requests,
+             SUM(platform_tokens + user_tokens) AS tokens,
+             SUM(platform_cost + user_cost) AS cost
+      FROM {table}
+      WHERE owner_id = :owner_id
+        AND slot_start >= :lo
+        AND slot_start < :hi
+        AND """ + _SERIES_FILTER + """
+      GROUP BY slot_start)
 GROUP BY bucket
 """
 

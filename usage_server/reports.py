@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 
 from . import queries
 from .money import micros_to_usd
+from .queries import SLOT_PHASE
 from .timeranges import bucket_labels, hour_suffix, local_midnight, segments
 
-GRAINS = (86_400, 3_600, 900, 1)  # rollup_day, rollup_hour, rollup_quarter, usage_event
-GRANULARITY_SECONDS = {"hour": 3_600, "day": 86_400, "week": 86_400, "month": 86_400}
+GRAINS = (604_800, 86_400, 3_600, 900, 1)  # rollup_week, _day, _hour, _quarter, usage_event
+GRANULARITY_SECONDS = {"hour": 3_600, "day": 86_400, "week": 604_800, "month": 86_400}
 BUCKET_FORMATS = {  # (strftime format, first modifier, second modifier)
     "hour": ("%Y-%m-%dT%H:00:00", "+0 days", "+0 days"),
     "day": ("%Y-%m-%d", "+0 days", "+0 days"),
@@ -43,7 +44,8 @@ def cover(lo: int, hi: int, offset: int, max_grain: int) -> list[tuple[int, int,
     for grain in GRAINS:
         if grain > max_grain or offset % grain:
             continue
-        first, last = -(-lo // grain) * grain, hi // grain * grain
+        phase = SLOT_PHASE.get(grain, 0)
+        first, last = lo + -(lo + phase) % grain, hi - (hi + phase) % grain
         if first >= last:
             continue
         return cover(lo, first, offset, grain - 1) + [(grain, first, last)] + cover(last, hi, offset, grain - 1)

@@ -77,6 +77,8 @@ def offset_at(instant: int, zone: ZoneInfo) -> int:
 
 def segments(lo: int, hi: int, zone: ZoneInfo) -> list[Segment]:
     """Split [lo, hi) where the zone's UTC offset changes (found by bisection)."""
+    if zone.key in UTC_NAMES:  # no changes to look for
+        return [Segment(lo, hi, 0)]
     result = []
     start, offset = lo, offset_at(lo, zone)
     probe = lo
