@@ -1,0 +1,1 @@
+"""Benchmarks of usage_server: `python -m benchmarks --help`."""
