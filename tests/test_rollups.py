@@ -1,0 +1,169 @@
+"""The rollups are the events, pre-aggregated: after any way of writing, they equal both
+`usage-server rebuild-rollups` and a plain-Python aggregate of the stored events."""
+import multiprocessing
+import random
+import sqlite3
+import threading
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import bearer, create_config, post_events
+from seed.generator import seed_owner
+from usage_server import create_app
+from usage_server.db import connect
+from usage_server.queries import ROLLUP_TABLES
+
+COLUMNS = "owner_id, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost"
+WEEK = 7 * 86_400
+FORK = multiprocessing.get_context("fork")
+CONFIGS = (("cfg_priced", "gpt-4o", "OpenAI"), ("cfg_unlisted", "house-model", "Acme"), ("cfg_mini", "gpt-4o-mini", "OpenAI"))
+
+
+def slot_start(seconds: int, grain: int) -> int:
+    """Independent of the server: weeks start on Monday 00:00 UTC (1970-01-01 was a Thursday)."""
+    if grain == WEEK:
+        day = seconds // 86_400
+        return (day - (day + 3) % 7) * 86_400
+    return seconds - seconds % grain
+
+
+def python_rollup(conn: sqlite3.Connection, grain: int) -> list[tuple]:
+    sums = defaultdict(lambda: [0] * 6)
+    rows = conn.execute("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source FROM usage_event")
+    for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
+        entry = sums[(owner_id, slot_start(ts_us // 1_000_000, grain), series_id)]
+        entry[0] += 1
+        entry[1] += 1 - priced
+        entry[2 if source == "platform" else 3] += tokens
+        entry[4 if source == "platform" else 5] += cost
+    return sorted(key + tuple(values) for key, values in sums.items())
+
+
+def stored_rollups(database: str) -> dict[str, list[tuple]]:
+    conn = sqlite3.connect(database)
+    tables = {table: conn.execute(f"SELECT {COLUMNS} FROM {table} ORDER BY 1, 2, 3").fetchall()
+              for table in ROLLUP_TABLES.values()}
+    conn.close()
+    return tables
+
+
+def assert_rollups_are_the_events(app, runner) -> dict[str, list[tuple]]:
+    """Incremental == Python aggregate of the events == rebuilt; returns the tables."""
+    database = app.config["DATABASE"]
+    incremental = stored_rollups(database)
+    conn = sqlite3.connect(database)
+    expected = {table: python_rollup(conn, grain) for grain, table in ROLLUP_TABLES.items()}
+    conn.close()
+    assert incremental == expected
+    assert all(expected.values())  # something was stored in every table
+    result = runner.invoke(args=["rebuild-rollups"])
+    assert result.exit_code == 0, result.output
+    assert stored_rollups(database) == incremental
+    return incremental
+
+
+def event(rng: random.Random, event_id: str, base: datetime, days: int = 40) -> dict:
+    instant = base + timedelta(seconds=rng.randrange(days * 86_400), microseconds=rng.choice([0, 1, 999_999, 250_000]))
+    offset = timezone(timedelta(minutes=rng.choice([0, 0, -480, 330, 345])))
+    body = {"id": event_id, "timestamp": instant.astimezone(offset).isoformat(),
+            "modelConfigId": rng.choice(CONFIGS)[0], "promptTokens": rng.randrange(0, 5000),
+            "completionTokens": rng.randrange(0, 3000), "billingSource": rng.choice(["platform", "user"])}
+    if rng.random() < 0.4:
+        body["cost"] = rng.randrange(0, 500_000) / 10**6
+    if rng.random() < 0.2:
+        body["totalTokens"] = body["promptTokens"] + body["completionTokens"] + rng.randrange(0, 50)
+    return body
+
+
+@pytest.fixture
+def writer(client, make_key):
+    key = make_key("acme")
+    for config_id, model_id, provider in CONFIGS:
+        create_config(client, key, config_id, model_id, provider)
+    return key
+
+
+def test_after_api_ingestion_with_duplicates_and_conflicts(app, client, runner, writer, make_key):
+    rng = random.Random(5)
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    first = [event(rng, f"e{n}", base) for n in range(300)]
+    # week and day edges: the last microsecond of a Sunday and the first of a Monday
+    first += [dict(first[0], id="sunday-end", timestamp="2026-01-11T23:59:59.999999Z"),
+              dict(first[0], id="monday-start", timestamp="2026-01-12T00:00:00Z")]
+    assert post_events(client, writer, first[:150])["accepted"] == 150
+    assert post_events(client, writer, first[150:])["accepted"] == len(first) - 150
+    resent = first[:40]  # identical: duplicates only
+    conflicting = [dict(item, promptTokens=item["promptTokens"] + 1) for item in first[40:60]]
+    fresh = [event(rng, f"late{n}", base) for n in range(30)]
+    answer = post_events(client, writer, resent + conflicting + fresh + fresh[:5])
+    assert answer == {"accepted": 30, "duplicates": 65, "conflicts": 20}
+    other = make_key("globex")  # a second owner, with a config of the same id
+    create_config(client, other, "cfg_priced", "gpt-4o", "OpenAI")
+    post_events(client, other, [dict(item, modelConfigId="cfg_priced") for item in first[:50]])
+
+    tables = assert_rollups_are_the_events(app, runner)
+    conn = sqlite3.connect(app.config["DATABASE"])
+    assert conn.execute("SELECT COUNT(*) FROM usage_event").fetchone()[0] == len(first) + 30 + 50
+    conn.close()
+    for table, rows in tables.items():  # every table counts every stored event once
+        assert sum(row[3] for row in rows) == len(first) + 30 + 50, table
+
+
+def test_after_seeding(app, runner):
+    conn = connect(app.config)
+    end = int(datetime(2026, 3, 18, 15, 30, tzinfo=timezone.utc).timestamp())
+    assert seed_owner(conn, "demo", events=3_000, days=60, seed=1, end=end) == 3_000
+    assert seed_owner(conn, "other", events=500, days=400, seed=2, end=end) == 500
+    assert seed_owner(conn, "demo", events=3_000, days=60, seed=1, end=end) == 0  # the same ids again
+    conn.close()
+    assert_rollups_are_the_events(app, runner)
+
+
+def post_until_stored(client, key: str, batch: list[dict]) -> None:
+    """One batch, retried while the database is busy (503), as a client would."""
+    for _ in range(200):
+        response = client.post("/v1/model-usage/events", json={"events": batch}, headers=bearer(key))
+        if response.status_code != 503:
+            assert response.status_code == 200, response.get_json()
+            return
+    raise AssertionError("still busy after 200 attempts")
+
+
+def ingest_share(database: str, key: str, worker: int, batches: int) -> None:
+    """A writer of its own app (its own connections): ids overlap the other writers'."""
+    rng = random.Random(worker)
+    client = create_app({"TESTING": True, "DATABASE": database, "BUSY_TIMEOUT_MS": 2000}).test_client()
+    base = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    for number in range(batches):
+        batch = [event(rng, f"w{worker}-{number}-{n}", base, days=10) for n in range(40)]
+        batch += [event(random.Random(f"{number}-{n}"), f"shared-{number}-{n}", base, days=10) for n in range(10)]
+        post_until_stored(client, key, batch)
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_after_concurrent_ingestion(app, runner, writer, kind):
+    database, writers, batches = app.config["DATABASE"], 4, 8
+    failures = []
+
+    def guarded(number):
+        try:
+            ingest_share(database, writer, number, batches)
+        except BaseException as exc:  # reported below: a thread's exception would be lost
+            failures.append(exc)
+            raise
+
+    start = threading.Thread if kind == "threads" else FORK.Process
+    workers = [start(target=guarded, args=(number,)) for number in range(writers)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert failures == []
+    if kind == "processes":
+        assert [worker.exitcode for worker in workers] == [0] * writers
+    tables = assert_rollups_are_the_events(app, runner)
+    stored = writers * batches * 40 + batches * 10  # shared ids are stored once
+    for table, rows in tables.items():
+        assert sum(row[3] for row in rows) == stored, table
