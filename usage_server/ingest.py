@@ -7,6 +7,8 @@ from decimal import Decimal
 
 from . import queries
 from .queries import ROLLUP_TABLES, SLOT_PHASE
+
+FINEST_GRAIN = min(ROLLUP_TABLES)
 from .money import priced_cost, usd_to_micros
 
 
@@ -89,7 +91,7 @@ def store_events(db: sqlite3.Connection, owner_id: int, events: list[NewEvent], 
         )
     }
     rows = []
-    rollups = {grain: {} for grain in ROLLUP_TABLES}
+    finest = {}  # (slot of the finest grain, series) -> sums; every coarser slot is a sum of these
     for event in events:
         fingerprint = event.fingerprint()
         if event.event_id in seen:
@@ -106,18 +108,17 @@ def store_events(db: sqlite3.Connection, owner_id: int, events: list[NewEvent], 
                      event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint))
         platform = event.billing_source == "platform"
         seconds = event.ts_us // 1_000_000
-        for grain, slots in rollups.items():
-            key = (seconds - (seconds + SLOT_PHASE[grain]) % grain, series_id)
-            sums = slots.get(key)
-            if sums is None:
-                sums = slots[key] = [0, 0, 0, 0, 0, 0]
-            sums[0] += 1
-            sums[1] += 1 - priced
-            sums[2 if platform else 3] += event.total_tokens
-            sums[4 if platform else 5] += cost
+        key = (seconds - seconds % FINEST_GRAIN, series_id)
+        sums = finest.get(key)
+        if sums is None:
+            sums = finest[key] = [0, 0, 0, 0, 0, 0]
+        sums[0] += 1
+        sums[1] += 1 - priced
+        sums[2 if platform else 3] += event.total_tokens
+        sums[4 if platform else 5] += cost
     if rows:
         db.executemany(queries.INSERT_EVENT, rows)
-        for grain, slots in rollups.items():
+        for grain, slots in coarser(finest).items():
             db.executemany(
                 queries.UPSERT_ROLLUP[grain],
                 [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
@@ -125,6 +126,21 @@ def store_events(db: sqlite3.Connection, owner_id: int, events: list[NewEvent], 
         db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
     result.accepted = len(rows)
     return result
+
+
+def coarser(finest: dict) -> dict[int, dict]:
+    """The sums of every rollup grain, from those of the finest (its slots nest in all others)."""
+    rollups = {grain: {} for grain in ROLLUP_TABLES}
+    for (slot, series_id), sums in finest.items():
+        for grain, slots in rollups.items():
+            key = (slot - (slot + SLOT_PHASE[grain]) % grain, series_id)
+            total = slots.get(key)
+            if total is None:
+                slots[key] = list(sums)
+            else:
+                for index, value in enumerate(sums):
+                    total[index] += value
+    return rollups
 
 
 def rebuild_rollups(db: sqlite3.Connection) -> None:
