@@ -14,8 +14,12 @@ def usd_to_micros(amount: Decimal | int) -> int:
 
 
 def micros_to_usd(micros: int) -> float:
-    """Micro-dollars to the nearest JSON number (at most 6 decimals)."""
-    return float(Decimal(micros) / MICROS_PER_USD)
+    """Micro-dollars to the nearest JSON number (at most 6 decimals).
+
+    Python's int / int is correctly rounded, so this is the float nearest the exact
+    decimal, as float(Decimal(micros) / 10**6) is, at a tenth of the cost.
+    """
+    return micros / MICROS_PER_USD
 
 
 def priced_cost(prompt_tokens: int, completion_tokens: int, prompt_price: int, completion_price: int) -> int:
