@@ -2,3 +2,7 @@
 from usage_server import create_app
 
 app = create_app()
+# Production never runs in debug mode, whatever FLASK_DEBUG or USAGE_SERVER_DEBUG say:
+# every failure is answered by the JSON error handlers, never propagated or shown.
+app.debug = False
+app.config["PROPAGATE_EXCEPTIONS"] = False

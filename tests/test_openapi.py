@@ -18,8 +18,8 @@ STATUSES = {
     ("/v1/model-configs", "post"): {201, 409} | SECURED,
     ("/v1/model-configs", "get"): {200} | SECURED,
     ("/v1/model-configs/usage", "get"): {200} | SECURED,
-    ("/health", "get"): {200, 405, 413, 500, 503},
-    ("/openapi.json", "get"): {200, 405, 413},
+    ("/health", "get"): {200, 400, 405, 413, 500, 503},
+    ("/openapi.json", "get"): {200, 400, 405, 413},
 }
 
 

@@ -11,12 +11,13 @@ from werkzeug.datastructures import Authorization
 
 from . import queries
 from .db import get_db
-from .errors import error_response
+from .errors import ApiError, detail, error_response
 
 KEY_PREFIX = "usk_"
 # what create_key makes: 12 hex digits of id, 40 URL-safe characters of secret (240 bits)
 KEY_PATTERN = re.compile(r"usk_[0-9a-f]{12}_[A-Za-z0-9_-]{40}")
 SCOPES = ("read", "write")
+CREDENTIAL_PARAMETERS = {"api_key", "apikey", "api-key", "key", "token", "access_token", "auth", "authorization"}
 
 
 class KeyAuth(HTTPTokenAuth):
@@ -90,5 +91,18 @@ def current_owner_id() -> int:
     return token_auth.current_user()["owner_id"]
 
 
+def refuse_credentials_in_url():
+    """A key in a URL ends up in logs, histories and Referer headers: never take one from there.
+
+    Any request whose query string has a credential-like parameter, or a key-shaped value,
+    is refused before authentication, so such a key never authenticates anything.
+    """
+    for name, value in request.args.items(multi=True):
+        if name.lower() in CREDENTIAL_PARAMETERS or KEY_PATTERN.search(value) or KEY_PATTERN.search(name):
+            raise ApiError(400, "API keys are not accepted in the URL; send them in the Authorization header", [
+                detail(name, "must not carry an API key", "CREDENTIALS_IN_URL",
+                       "send `Authorization: Bearer <key>`, and revoke a key that was sent in a URL")])
+
+
 def init_app(app) -> None:
-    """Nothing to set up per app; kept for symmetry with the other modules."""
+    app.before_request(refuse_credentials_in_url)

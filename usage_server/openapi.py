@@ -32,7 +32,7 @@ IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False, "sc
 CSV_NOTE = " Answers `text/csv` instead when the request's Accept prefers it."
 
 ERRORS = {
-    400: ("BadRequest", "invalid parameters or body; `details` names each problem and its `path`", {}),
+    400: ("BadRequest", "invalid parameters or body, or a key in the URL; `details` names each problem", {}),
     401: ("Unauthorized", "missing, malformed, unknown or revoked key (one identical answer for all)",
           {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}),
     403: ("Forbidden", "the key lacks the scope this operation needs", {}),
@@ -97,13 +97,13 @@ OPERATIONS = {
         "summary": "SQLite's version and the settings in effect; 503 when the database is unusable",
         "description": "No key needed.",
         "tags": ["operations"],
-        "ok": (200, "Health"), "errors": [405, 413, 500, 503],
+        "ok": (200, "Health"), "errors": [400, 405, 413, 500, 503],
     },
     ("openapi.document", "get"): {
         "summary": "This OpenAPI description",
         "description": "No key needed.",
         "tags": ["operations"],
-        "ok": (200, None), "errors": [405, 413],
+        "ok": (200, None), "errors": [400, 405, 413],
     },
 }
 
@@ -212,7 +212,8 @@ def build_spec(app) -> dict:
         spec.tag({"name": tag})
     spec.components.security_scheme("bearerAuth", {
         "type": "http", "scheme": "bearer", "bearerFormat": "usk_<id>_<secret>",
-        "description": f"`Authorization: Bearer <key>` (or the bare key). Keys match `{KEY_PATTERN.pattern}`.",
+        "description": f"`Authorization: Bearer <key>` (or the bare key); never in the URL, where a "
+                       f"key-like parameter is a 400. Keys match `{KEY_PATTERN.pattern}`.",
     })
     for name, schema in COMPONENTS.items():
         spec.components.schema(name, schema=schema)

@@ -1,0 +1,216 @@
+"""Security review: one 401 for every bad key, no caching of tenant data, no keys in URLs,
+recognisable keys stored only as hashes, no debug mode in production, no internals in errors."""
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_error, bearer, create_config, post_events
+from usage_server import auth, reports
+from usage_server.auth import KEY_PATTERN
+
+REPO = Path(__file__).resolve().parent.parent
+EVENT = {"id": "e1", "timestamp": "2026-03-18T10:00:00Z", "modelConfigId": "cfg_a", "promptTokens": 10,
+         "completionTokens": 5, "cost": 0.5}
+
+
+@pytest.fixture
+def spec_operations(client):
+    spec = client.get("/openapi.json").get_json()
+    return [(method.upper(), path.replace("{modelConfigId}", "cfg_a"), op)
+            for path, item in spec["paths"].items() for method, op in item.items()]
+
+
+@pytest.fixture
+def secured(spec_operations):
+    return [(method, path) for method, path, op in spec_operations if op["security"]]
+
+
+def bad_keys(runner, make_key):
+    revoked = make_key("acme")
+    assert runner.invoke(args=["revoke-key", revoked]).exit_code == 0
+    well_formed_unknown = f"usk_{'0' * 12}_{'A' * 40}"
+    return {
+        "missing": {},
+        "empty": {"Authorization": "Bearer "},
+        "malformed": {"Authorization": "Bearer not a key at all"},
+        "other scheme": {"Authorization": "Basic dXNrXzA6MA=="},
+        "unknown": bearer(well_formed_unknown),
+        "revoked": bearer(revoked),
+        "revoked, bare": {"Authorization": revoked},
+        "wrong prefix": bearer("sk_" + revoked[4:]),
+        "uppercase prefix": bearer("USK_" + revoked[4:]),
+        "huge": bearer("usk_" + "a" * 1_000_000),
+        "near gunicorn's header limit": bearer(revoked + "a" * 8000),
+    }
+
+
+def test_every_bad_key_gets_one_identical_401_on_every_secured_operation(client, runner, make_key, secured):
+    make_key("acme")  # a live key exists, so "unknown" is not just an empty table
+    reference = client.get("/v1/model-usage")
+    expected_body = reference.get_data()
+    assert reference.status_code == 401
+    assert json.loads(expected_body) == {"error": "a valid API key is required", "code": "unauthorized"}
+    assert reference.headers["WWW-Authenticate"] == 'Bearer realm="usage_server"'
+    for kind, headers in bad_keys(runner, make_key).items():
+        for method, path in secured:
+            response = client.open(path, method=method, headers=headers, json={"events": [EVENT]})
+            assert (response.status_code, response.get_data()) == (401, expected_body), (kind, method, path)
+            assert response.headers["WWW-Authenticate"] == reference.headers["WWW-Authenticate"]
+            assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_tenant_data_and_every_error_are_never_cached(client, make_key, frozen_now):
+    key, reader = make_key("acme"), make_key("acme", ("read",))
+    create_config(client, key, "cfg_a")
+    post_events(client, key, [EVENT])
+    etag = client.get("/v1/model-usage", headers=bearer(key)).headers["ETag"]
+    requests = [
+        ("GET", "/v1/model-usage", bearer(key), None, 200),
+        ("GET", "/v1/model-usage", {**bearer(key), "Accept": "text/csv"}, None, 200),
+        ("GET", "/v1/model-usage", {**bearer(key), "If-None-Match": etag}, None, 304),
+        ("GET", "/v1/model-usage/cfg_a", bearer(key), None, 200),
+        ("GET", "/v1/model-usage/cfg_a", {**bearer(key), "Accept": "text/csv"}, None, 200),
+        ("GET", "/v1/model-configs", bearer(key), None, 200),
+        ("GET", "/v1/model-configs/usage", bearer(key), None, 200),
+        ("POST", "/v1/model-configs", bearer(key), {"id": "cfg_b", "modelId": "gpt-4o", "provider": "OpenAI"}, 201),
+        ("POST", "/v1/model-usage/events", bearer(key), {"events": [EVENT]}, 200),
+        ("GET", "/v1/model-usage?period=nonsense", bearer(key), None, 400),
+        ("GET", "/v1/model-usage", {}, None, 401),
+        ("POST", "/v1/model-usage/events", bearer(reader), {"events": [EVENT]}, 403),
+        ("GET", "/v1/model-usage/cfg_nope", bearer(key), None, 404),
+        ("GET", "/no/such/route", bearer(key), None, 404),
+        ("DELETE", "/v1/model-configs", bearer(key), None, 405),
+        ("POST", "/v1/model-configs", bearer(key), {"id": "cfg_a", "modelId": "gpt-4o", "provider": "OpenAI"}, 409),
+        ("GET", "/v1/model-usage?api_key=x", {}, None, 400),
+    ]
+    for method, url, headers, body, status in requests:
+        response = client.open(url, method=method, headers=headers, json=body)
+        assert response.status_code == status, (method, url, response.get_data(as_text=True))
+        assert response.headers["Cache-Control"] == "no-store", (method, url)
+    big = client.post("/v1/model-usage/events", headers={**bearer(key), "Content-Type": "application/json"},
+                      data=b"x" * (2 * 1024 * 1024 + 1))
+    assert big.status_code == 413 and big.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("parameter", ["api_key", "key", "token", "access_token", "API_KEY", "apiKey"])
+def test_a_key_in_the_url_never_authenticates_and_is_refused(client, make_key, parameter, spec_operations):
+    key = make_key("acme")
+    for method, path, _ in spec_operations:
+        for headers in ({}, bearer(key)):  # alone, or beside a valid header: refused either way
+            response = client.open(f"{path}?{parameter}={key}", method=method, headers=headers, json={})
+            body = assert_error(response, 400, "invalid_request", parameter)
+            assert body["details"][0]["code"] == "CREDENTIALS_IN_URL"
+            assert key not in response.get_data(as_text=True)
+
+
+def test_a_key_shaped_value_under_any_name_is_refused(client, make_key):
+    key = make_key("acme")
+    response = client.get(f"/v1/model-usage?period={key}", headers=bearer(key))
+    assert_error(response, 400, "invalid_request", "period")
+    assert response.get_json()["details"][0]["code"] == "CREDENTIALS_IN_URL"
+
+
+def test_keys_have_a_prefixed_format_that_scanners_can_find(runner, app):
+    result = runner.invoke(args=["create-key", "acme", "--scopes", "read"])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    assert KEY_PATTERN.fullmatch(key)
+    documented = re.search(r"```\n(.+)\n```", (REPO / "docs" / "security.md").read_text()).group(1)
+    assert documented == r"\b" + KEY_PATTERN.pattern + r"(?![A-Za-z0-9_-])"
+    leaked = f'config = {{"token": "{key}"}}\nexport USAGE_KEY={key}\n'
+    assert re.findall(documented, leaked) == [key, key]
+
+
+def test_the_raw_key_is_never_stored_only_its_hash(app, runner):
+    result = runner.invoke(args=["create-key", "acme"])
+    key = result.output.strip().splitlines()[-1]
+    secret = key.rsplit("_", 1)[1]
+    listed = runner.invoke(args=["list-keys"])
+    assert listed.exit_code == 0 and secret not in listed.output
+    conn = sqlite3.connect(app.config["DATABASE"])
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    values = [str(value) for table in tables for row in conn.execute(f'SELECT * FROM "{table}"') for value in row]
+    conn.close()
+    assert auth.hash_key(key) in values
+    assert not any(secret in value for value in values)
+    for path in Path(app.config["DATABASE"]).parent.glob("usage.sqlite*"):  # the file, its WAL and journal
+        assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("environment", [{"FLASK_DEBUG": "1"}, {"USAGE_SERVER_DEBUG": "true"},
+                                         {"USAGE_SERVER_PROPAGATE_EXCEPTIONS": "true"}])
+def test_the_production_entry_point_never_runs_in_debug_mode(tmp_path, environment):
+    """gunicorn serves wsgi:app; whatever the environment, it answers failures as JSON."""
+    program = (
+        "import wsgi\n"
+        "from usage_server import reports\n"
+        "def fail(*args): raise RuntimeError('boom')\n"
+        "reports.model_usage = fail\n"
+        "from usage_server.auth import create_key\n"
+        "from usage_server.db import connect, write_transaction\n"
+        "conn = connect(wsgi.app.config)\n"
+        "with write_transaction(conn): key = create_key(conn, 'acme', ['read'])[1]\n"
+        "response = wsgi.app.test_client().get('/v1/model-usage', headers={'Authorization': 'Bearer ' + key})\n"
+        "print(wsgi.app.debug, wsgi.app.config['PROPAGATE_EXCEPTIONS'], response.status_code, response.get_data(as_text=True))\n"
+    )
+    env = {**os.environ, **environment, "USAGE_SERVER_DATABASE": str(tmp_path / "usage.sqlite")}
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    debug, propagate, status, body = result.stdout.strip().split(" ", 3)
+    assert (debug, propagate, status) == ("False", "False", "500")
+    assert json.loads(body) == {"error": "the server failed to answer this request", "code": "internal_error"}
+
+
+FAILURES = [
+    RuntimeError('SELECT secret FROM api_key WHERE path = "/srv/usage/instance/usage.sqlite"'),
+    sqlite3.OperationalError("no such table: usage_event (/srv/usage/instance/usage.sqlite)"),
+    sqlite3.DatabaseError("file is not a database: /srv/usage/instance/usage.sqlite"),
+    sqlite3.IntegrityError("UNIQUE constraint failed: model_config.owner_id, model_config.id"),
+    KeyError("display_name"),
+    RecursionError("maximum recursion depth exceeded"),
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES, ids=lambda failure: type(failure).__name__)
+def test_no_error_body_shows_a_traceback_sql_or_a_path(client, make_key, monkeypatch, failure):
+    def fail(*args, **kwargs):
+        raise failure
+
+    key = make_key("acme")
+    monkeypatch.setattr(reports, "model_usage", fail)
+    response = client.get("/v1/model-usage", headers=bearer(key))
+    body = assert_error(response, response.status_code)
+    assert response.status_code in (500, 503)
+    assert set(body) == {"error", "code"}
+    text = response.get_data(as_text=True)
+    for leak in ("Traceback", "SELECT", "api_key", "usage_event", "model_config", "/srv/", "sqlite3", "display_name",
+                 "recursion", 'File "'):
+        assert leak not in text, (leak, text)
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_errors_for_hostile_input_show_no_internals(client, make_key):
+    key = make_key("acme")
+    hostile = [
+        ("POST", "/v1/model-usage/events", b'{"events": [' * 100_000),
+        ("POST", "/v1/model-usage/events", b"\xff\xfe not utf-8"),
+        ("POST", "/v1/model-configs", json.dumps({"modelId": "x", "provider": "y", "settings": {"a": 1e400}}).encode()),
+        ("GET", "/v1/model-usage?startDate=2024-01-01%27%3B%20DROP%20TABLE%20usage_event%3B--", None),
+        ("GET", "/v1/model-usage/..%2F..%2Fetc%2Fpasswd", None),
+        ("GET", "/v1/model-usage?timezone=..%2F..%2F..%2Fetc%2Fpasswd", None),
+    ]
+    for method, url, data in hostile:
+        response = client.open(url, method=method, data=data, headers={**bearer(key), "Content-Type": "application/json"})
+        assert 400 <= response.status_code < 500, (url, response.status_code)
+        assert_error(response, response.status_code)
+        text = response.get_data(as_text=True)
+        for leak in ("Traceback", "sqlite", 'File "', "SELECT"):
+            assert leak not in text, (url, text)
+    assert client.get("/v1/model-configs", headers=bearer(key)).status_code == 200  # and it still answers
