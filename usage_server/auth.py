@@ -32,7 +32,7 @@ class KeyAuth(HTTPTokenAuth):
         return Authorization("bearer", token=token)
 
 
-token_auth = KeyAuth(scheme="Bearer")
+token_auth = KeyAuth(scheme="Bearer", realm="usage_server")
 
 
 def hash_key(raw_key: str) -> str:
@@ -84,7 +84,7 @@ def get_user_roles(user):
 def auth_error(status):
     if status == 403:
         return error_response(403)
-    return error_response(401, headers={"WWW-Authenticate": 'Bearer realm="usage_server"'})
+    return error_response(401, headers={"WWW-Authenticate": token_auth.authenticate_header()})
 
 
 def current_owner_id() -> int:
