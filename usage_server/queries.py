@@ -42,7 +42,7 @@ SELECT api_key.id, owner.name AS owner, api_key.name, api_key.scopes,
 FROM api_key
 JOIN owner ON owner.id = api_key.owner_id
 WHERE :owner IS NULL OR owner.name = :owner
-ORDER BY api_key.created_at, api_key.id
+ORDER BY api_key.rowid
 """
 
 REVOKE_KEY = """
