@@ -22,9 +22,12 @@ from usage_server.db import connect, write_transaction
 TRIALS = 50
 BATCH_SIZE = 1000
 FORK = multiprocessing.get_context("fork")
-ROLLUPS = {"rollup_day": 86_400, "rollup_hour": 3_600, "rollup_quarter": 900}
+# table -> (slot length, seconds from a slot start to the epoch's slot grid): weeks start
+# on Mondays, and 1970-01-01 was a Thursday
+ROLLUPS = {"rollup_week": (604_800, 3 * 86_400), "rollup_day": (86_400, 0), "rollup_hour": (3_600, 0),
+           "rollup_quarter": (900, 0)}
 REBUILT = """
-SELECT owner_id, ts_us / 1000000 - (ts_us / 1000000) % :grain AS slot, series_id, COUNT(*), SUM(1 - priced),
+SELECT owner_id, ts_us / 1000000 - (ts_us / 1000000 + :phase) % :grain AS slot, series_id, COUNT(*), SUM(1 - priced),
        SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END),
        SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END),
        SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END),
@@ -66,9 +69,11 @@ def check_database(database: Path, trial: int, begun: set[int], committed: set[i
         sizes = Counter(int(event_id.split("-")[1][1:]) for event_id in ids)
         assert set(sizes.values()) <= {BATCH_SIZE}, f"partial batch: {sizes}"
         assert committed <= set(sizes) <= begun
-        for table, grain in ROLLUPS.items():
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'rollup%'").fetchall()
+        assert sorted(ROLLUPS) == sorted(name for name, in tables)  # a new rollup table must be checked too
+        for table, (grain, phase) in ROLLUPS.items():
             stored = conn.execute(f"SELECT * FROM {table} ORDER BY owner_id, slot_start, series_id").fetchall()
-            assert stored == conn.execute(REBUILT, {"grain": grain}).fetchall(), table
+            assert stored == conn.execute(REBUILT, {"grain": grain, "phase": phase}).fetchall(), table
         batches = earlier + len(sizes)  # the usage ETag's version moves once per stored batch
         assert conn.execute("SELECT version FROM owner_version").fetchall() == ([(batches,)] if batches else [])
         return len(sizes)
