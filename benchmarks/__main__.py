@@ -47,7 +47,8 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_size(events: int, workdir: Path, args) -> SizeResult:
+def prepare(events: int, workdir: Path, args) -> SizeResult:
+    """Seed a database, then what needs a server: ingestion, HTTP latency, peak memory."""
     say(f"[{events:,}] seeding ...")
     data = dataset.build(workdir, events, days=args.days)
     write_key = latency.new_key(data.path, INGEST_OWNER, ("read", "write"))
@@ -57,16 +58,12 @@ def run_size(events: int, workdir: Path, args) -> SizeResult:
         ingest[workers] = server.ingestion_rate(data.path, write_key, workers, args.ingest_runs, args.ingest_batches,
                                                 first_seed=workers * 1000)
     today = datetime.now(timezone.utc).date()
-    say(f"[{events:,}] timing queries and the raw-event baseline ...")
-    timings = latency.measure(data.path, data.heaviest, today, args.rounds, args.baseline_rounds)
     urls = latency.case_urls(today)
     urls[LARGEST] = "/v1/model-usage?" + urlencode(
         {"startDate": (today - timedelta(days=9_999)).isoformat(), "endDate": today.isoformat()})
     say(f"[{events:,}] over HTTP, and a worker's peak memory ...")
     served = server.served(data.path, latency.new_key(data.path, data.heaviest), urls, args.http_rounds)
-    if not args.keep:
-        dataset.remove_database(data.path)
-    return SizeResult(data, timings, served, ingest)
+    return SizeResult(data, [], served, ingest)
 
 
 def machine() -> str:
@@ -174,7 +171,15 @@ def main(argv=None) -> int:
         workdir = Path(folder)
         if args.keep:
             workdir = Path(tempfile.mkdtemp(prefix="usage-bench-kept-", dir=args.workdir))
-        results = [run_size(events, workdir, args) for events in sizes]
+        results = [prepare(events, workdir, args) for events in sizes]
+        say("timing queries at every size together, then the raw-event baseline ...")
+        today = datetime.now(timezone.utc).date()
+        timings = latency.measure([(result.data.path, result.data.heaviest) for result in results], today,
+                                  args.rounds, args.baseline_rounds)
+        for result, timing in zip(results, timings):
+            result.timings = timing
+            if not args.keep:
+                dataset.remove_database(result.data.path)
 
     lines = [f"# usage_server benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "", machine(), ""]
     for result in results:

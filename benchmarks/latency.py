@@ -101,19 +101,29 @@ def new_key(database: str, owner: str, scopes=("read",)) -> str:
     return raw
 
 
-def measure(database: str, owner: str, today: date, rounds: int, baseline_rounds: int) -> list[Timing]:
-    """Median and p95 of each case and the trivial request; baseline medians and answers."""
-    app = create_app({"DATABASE": database})
-    client = WsgiClient(app, new_key(database, owner))
-    urls = case_urls(today)
-    for url in urls.values():  # warm-up: imports, statement cache, pages
-        client.timed(url)
-    samples = {name: [] for name in urls}
-    for _ in range(rounds):
-        for name, url in urls.items():
-            samples[name].append(client.timed(url))
-    timings = [Timing(TRIVIAL, statistics.median(samples[TRIVIAL]) * 1000, percentile(samples[TRIVIAL], 0.95) * 1000)]
+def measure(targets: list[tuple[str, str]], today: date, rounds: int, baseline_rounds: int) -> list[list[Timing]]:
+    """Per (database, owner): each case's median and p95, the baseline's median, same answer?
 
+    Every database is timed in the same rounds, so sizes compare under the same load.
+    """
+    urls = case_urls(today)
+    clients = [WsgiClient(create_app({"DATABASE": database}), new_key(database, owner)) for database, owner in targets]
+    for client in clients:
+        for url in urls.values():  # warm-up: imports, statement cache, pages
+            client.timed(url)
+    samples = [{name: [] for name in urls} for _ in clients]
+    for _ in range(rounds):
+        for client, sample in zip(clients, samples):
+            for name, url in urls.items():
+                sample[name].append(client.timed(url))
+    return [against_baseline(database, owner, client, sample, today, baseline_rounds)
+            for (database, owner), client, sample in zip(targets, clients, samples)]
+
+
+def against_baseline(database: str, owner: str, client: WsgiClient, samples: dict, today: date,
+                     baseline_rounds: int) -> list[Timing]:
+    urls = case_urls(today)
+    timings = [Timing(TRIVIAL, statistics.median(samples[TRIVIAL]) * 1000, percentile(samples[TRIVIAL], 0.95) * 1000)]
     conn = sqlite3.connect(database)
     conn.execute(baseline.COVERING_INDEX)
     owner_id = conn.execute(queries.OWNER_ID_BY_NAME, {"name": owner}).fetchone()[0]
