@@ -163,7 +163,7 @@ def bucket_labels(start: date, end: date, granularity: str, segs: list[Segment],
         suffix = hour_suffix(zone_name, seg.offset)
         first = seg.start - (seg.start + seg.offset) % 3600
         for instant in range(first, seg.end, 3600):
-            label = datetime.fromtimestamp(instant + seg.offset, timezone.utc).strftime("%Y-%m-%dT%H:00:00") + suffix
+            label = datetime.fromtimestamp(instant + seg.offset, timezone.utc).isoformat()[:13] + ":00:00" + suffix  # not strftime: 8x slower
             if not labels or labels[-1] != label:
                 labels.append(label)
     return labels
