@@ -301,7 +301,10 @@ def test_rebuild_rollups_restores_the_report_from_the_events(app, client, runner
     conn.commit()
     conn.close()
     assert usage(client, key)["summary"] != expected["day"]["summary"]
+    stale_tag = client.get("/v1/model-usage", headers=bearer(key)).headers["ETag"]
     assert "Rebuilt the rollups" in invoke(runner, "rebuild-rollups")
+    # a client holding the tag of the wrong answer must get the corrected one, not a 304
+    assert client.get("/v1/model-usage", headers={**bearer(key), "If-None-Match": stale_tag}).status_code == 200
     for granularity, oracle in expected.items():
         body = usage(client, key, granularity=granularity)
         assert (body["summary"], body["usageByModel"], body["timeSeries"]) == (

@@ -174,6 +174,11 @@ VALUES (:owner_id, 1)
 ON CONFLICT (owner_id) DO UPDATE SET version = version + 1
 """
 
+BUMP_ALL_OWNER_VERSIONS = """
+UPDATE owner_version
+SET version = version + 1
+"""
+
 OWNER_VERSION = """
 SELECT COALESCE((SELECT version FROM owner_version WHERE owner_id = :owner_id), 0)
 """
