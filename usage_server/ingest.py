@@ -130,16 +130,15 @@ def store_events(db: sqlite3.Connection, owner_id: int, events: list[NewEvent], 
 
 def coarser(finest: dict) -> dict[int, dict]:
     """The sums of every rollup grain, from those of the finest (its slots nest in all others)."""
-    rollups = {grain: {} for grain in ROLLUP_TABLES}
-    for (slot, series_id), sums in finest.items():
-        for grain, slots in rollups.items():
-            key = (slot - (slot + SLOT_PHASE[grain]) % grain, series_id)
+    rollups = {FINEST_GRAIN: finest}
+    for grain in ROLLUP_TABLES:
+        if grain == FINEST_GRAIN:
+            continue
+        slots, phase = rollups.setdefault(grain, {}), SLOT_PHASE[grain]
+        for (slot, series_id), sums in finest.items():
+            key = (slot - (slot + phase) % grain, series_id)
             total = slots.get(key)
-            if total is None:
-                slots[key] = list(sums)
-            else:
-                for index, value in enumerate(sums):
-                    total[index] += value
+            slots[key] = sums if total is None else [a + b for a, b in zip(total, sums)]  # never added to in place
     return rollups
 
 
