@@ -24,9 +24,10 @@ from conftest import assert_error, bearer
 from oracle import all_labels, expected_usage
 from seed.generator import generate, seed_owner
 from support import catalogue_prices
-from usage_server import api, create_app
+from usage_server import api, create_app, reports
 from usage_server.auth import create_key
 from usage_server.db import connect, write_transaction
+from usage_server.queries import LOCAL_DAY
 
 UTC = timezone.utc
 zone_info = functools.cache(ZoneInfo)  # zoneinfo's own cache keeps only a few zones
@@ -77,6 +78,7 @@ CHANGE_DAYS = {
     "Pacific/Chatham": {"2026-04-05": 26, "2026-09-27": 24},
     **HISTORIC,
 }
+FAST_ZONES = ",".join(sorted({*ZONES, *HISTORIC}))
 
 
 # --- building events ----------------------------------------------------------------------
@@ -235,9 +237,13 @@ def epoch_seconds(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("tz") / "usage.sqlite")})
+@pytest.fixture(scope="module", params=["fallback", "fast"])
+def store(request, tmp_path_factory):
+    """Every test runs twice: on day, week and month buckets read from hours and quarter
+    hours, and ("fast") from the local days kept for every zone here (FAST_TIMEZONES)."""
+    fast = FAST_ZONES if request.param == "fast" else ""
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("tz") / "usage.sqlite"),
+                      "FAST_TIMEZONES": fast})
     store = Store(app)
     events = build_events()
     store.post("tz", events)
@@ -294,6 +300,24 @@ def test_a_year_across_both_changes_matches_the_oracle(store, zone, granularity)
     start, end = (date(2026, 3, 1), date(2026, 11, 8)) if granularity == "hour" else (date(2026, 1, 1), date(2026, 12, 31))
     body = check(store, query_for(start, end, granularity, zone), start, end, granularity, zone)
     assert body["summary"]["totalRequests"] > 0
+
+
+def test_fast_runs_read_local_days_and_the_others_do_not(store):
+    """What the "fast" runs prove is the local-day path: it must really be taken."""
+    conn = connect(store.app.config)
+    offsets = reports.local_day_offsets(conn)
+    conn.close()
+    query = reports.UsageQuery(1, date(2026, 1, 1), date(2026, 12, 31), "custom", "day", "America/Los_Angeles")
+    grains = [grain for grain, _, _ in reports.bucket_plan(query, offsets)[1]]
+    if not store.app.config["FAST_TIMEZONES"]:
+        assert offsets == set() and LOCAL_DAY not in grains
+        return
+    # Los Angeles, Kolkata, Kathmandu, St John's, Lord Howe, Chatham, Kiritimati, Apia
+    assert {-28_800, -25_200, 19_800, 20_700, -12_600, -9_000, 37_800, 39_600, 41_400, 45_900, 49_500, 50_400,
+            -36_000, -39_600} <= offsets
+    assert 0 not in offsets and all(offset % 900 == 0 for offset in offsets)
+    # three segments (PST, PDT, PST): local days, with hours on the two change days only
+    assert grains.count(LOCAL_DAY) == 3 and 900 not in grains and len(grains) <= 7
 
 
 # --- daylight-saving days, hour by hour ------------------------------------------------------------
@@ -507,7 +531,8 @@ def test_an_unknown_zone_is_a_400_naming_timezone(store, name):
 
 def test_the_default_zone_applies_without_the_parameter_and_is_echoed(store, pin):
     pin(datetime(2026, 4, 5, 13, 30, tzinfo=UTC))
-    other = create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"], "DEFAULT_TIMEZONE": "Asia/Kathmandu"})
+    other = create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"], "DEFAULT_TIMEZONE": "Asia/Kathmandu",
+                        "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]})
     headers = bearer(store.key("tz"))
     for query in ({"granularity": "hour"}, {"period": "last_month"}, {"startDate": "2026-03-28", "endDate": "2026-04-05"}):
         answer = other.test_client().get("/v1/model-usage", query_string=query, headers=headers).get_json()
@@ -521,7 +546,8 @@ def test_the_default_zone_applies_without_the_parameter_and_is_echoed(store, pin
 
 def test_the_default_zone_comes_from_the_environment(store, monkeypatch):
     monkeypatch.setenv("USAGE_SERVER_DEFAULT_TIMEZONE", "America/St_Johns")
-    app = create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"]})
+    app = create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"],
+                      "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]})
     assert app.config["DEFAULT_TIMEZONE"] == "America/St_Johns"
     response = app.test_client().get("/v1/model-usage", headers=bearer(store.key("tz")))
     assert response.get_json()["meta"]["timezone"] == "America/St_Johns"

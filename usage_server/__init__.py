@@ -16,6 +16,7 @@ def create_app(test_config=None):
         SYNCHRONOUS="FULL",
         QUERY_TIME_LIMIT_MS=10000,
         DEFAULT_TIMEZONE="UTC",
+        FAST_TIMEZONES="",  # comma-separated IANA names whose local days are pre-aggregated
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         RETRY_AFTER_SECONDS=1,
     )
@@ -23,6 +24,7 @@ def create_app(test_config=None):
     if test_config is not None:
         app.config.from_mapping(test_config)
     check_default_timezone(app.config["DEFAULT_TIMEZONE"])
+    app.config["FAST_TIMEZONES"] = fast_timezones(app.config["FAST_TIMEZONES"])
     app.json.sort_keys = False
     if app.config["DATABASE"] == os.path.join(app.instance_path, "usage.sqlite"):
         os.makedirs(app.instance_path, exist_ok=True)
@@ -46,3 +48,16 @@ def check_default_timezone(name) -> None:
 
     if not isinstance(name, str) or name not in available_zone_names():
         raise ValueError(f"DEFAULT_TIMEZONE (USAGE_SERVER_DEFAULT_TIMEZONE) is not an IANA time zone name: {name!r}")
+
+
+def fast_timezones(value) -> tuple[str, ...]:
+    """FAST_TIMEZONES as a tuple of names, from a comma-separated string or a list; a
+    misspelt name stops the server at start."""
+    from .schemas import available_zone_names
+
+    names = value.split(",") if isinstance(value, str) else value
+    if isinstance(names, (list, tuple)) and all(isinstance(name, str) for name in names):
+        names = tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+        if all(name in available_zone_names() for name in names):
+            return names
+    raise ValueError(f"FAST_TIMEZONES (USAGE_SERVER_FAST_TIMEZONES) is not a list of IANA time zone names: {value!r}")

@@ -4,6 +4,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import pathname2url, url2pathname
@@ -11,11 +12,15 @@ from urllib.request import pathname2url, url2pathname
 import click
 from flask import current_app, g, has_request_context
 
+from .timeranges import zone_day_offsets
+
 SCHEMA_CANDIDATES = (
     Path(__file__).resolve().parent.parent / "schema.sql",  # source checkout / editable
     Path(__file__).resolve().parent / "schema.sql",  # wheel (copied at build time)
 )
 SCHEMA_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event'"
+LOCAL_DAYS_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_offset'"
+LOCAL_DAY_YEARS_AHEAD = 5  # FAST_TIMEZONES: offsets in use from 1970 to this many years from now
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
 KEPT_SETTINGS = ("DATABASE", "BUSY_TIMEOUT_MS", "SYNCHRONOUS", "MAX_PAGE_COUNT")  # fixed at connect
 
@@ -189,14 +194,27 @@ def init_db(conn: sqlite3.Connection, drop: bool = False) -> None:
     pricing.load_default_catalogue(conn)
 
 
+def wanted_local_day_offsets(config) -> set[int]:
+    """The offsets of DEFAULT_TIMEZONE and FAST_TIMEZONES that local-day rollups serve."""
+    until = datetime.now(timezone.utc).year + LOCAL_DAY_YEARS_AHEAD
+    names = {config["DEFAULT_TIMEZONE"], *config.get("FAST_TIMEZONES", ())}
+    return set().union(*(zone_day_offsets(name, until) for name in names))
+
+
 def ensure_schema(config) -> None:
-    """At start-up: refuse unusable paths, create the schema in a new database."""
+    """At start-up: refuse unusable paths, create the schema in a new database (and the
+    tables added since in an older one), maintain the local days FAST_TIMEZONES asks for."""
+    from .ingest import register_local_days
+
     check_database_path(config["DATABASE"])
     try:
         conn = connect(config, create=True)
         try:
             if conn.execute(SCHEMA_PRESENT).fetchone() is None:
                 init_db(conn)
+            elif conn.execute(LOCAL_DAYS_PRESENT).fetchone() is None:
+                conn.executescript(schema_path().read_text())
+            register_local_days(conn, wanted_local_day_offsets(config))
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:

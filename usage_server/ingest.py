@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from . import queries
+from .db import write_transaction
 from .queries import ROLLUP_TABLES, SLOT_PHASE
 
 FINEST_GRAIN = min(ROLLUP_TABLES)
@@ -123,6 +124,13 @@ def store_events(db: sqlite3.Connection, owner_id: int, events: list[NewEvent], 
                 queries.UPSERT_ROLLUP[grain],
                 [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
             )
+        offsets = [row[0] for row in db.execute(queries.LOCAL_DAY_OFFSETS)]
+        if offsets:
+            db.executemany(
+                queries.UPSERT_LOCAL_DAY,
+                [(owner_id, offset, slot, series_id, *sums)
+                 for offset in offsets for (slot, series_id), sums in local_days(finest, offset).items()],
+            )
         db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
     result.accepted = len(rows)
     return result
@@ -142,8 +150,43 @@ def coarser(finest: dict) -> dict[int, dict]:
     return rollups
 
 
+def local_days(finest: dict, offset: int) -> dict:
+    """The sums per local day at `offset` (a multiple of the finest grain, so its slots nest)."""
+    days = {}
+    for (slot, series_id), sums in finest.items():
+        key = (slot - (slot + offset) % 86_400, series_id)
+        total = days.get(key)
+        days[key] = sums if total is None else [a + b for a, b in zip(total, sums)]  # never added to in place
+    return days
+
+
 def rebuild_rollups(db: sqlite3.Connection) -> None:
     """Recompute every rollup from the events; call inside a write transaction."""
     for grain in ROLLUP_TABLES:
         db.execute(queries.CLEAR_ROLLUP[grain])
         db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
+    db.execute(queries.CLEAR_LOCAL_DAYS)
+    db.execute(queries.REBUILD_LOCAL_DAYS)
+
+
+def register_local_days(db: sqlite3.Connection, wanted: set[int]) -> None:
+    """Maintain local days at exactly the `wanted` offsets: drop the others, build new ones
+    from the quarter hours. Idempotent, so the workers of a server may all run it at start;
+    a read-only database keeps what it has (reports read the offsets it lists)."""
+    def registered() -> set[int]:
+        return {row[0] for row in db.execute(queries.LOCAL_DAY_OFFSETS)}
+
+    if registered() == wanted:
+        return
+    try:
+        with write_transaction(db):
+            have = registered()
+            for offset in sorted(have - wanted):
+                db.execute(queries.DELETE_LOCAL_DAYS, {"utc_offset": offset})
+                db.execute(queries.DELETE_LOCAL_DAY_OFFSET, {"utc_offset": offset})
+            for offset in sorted(wanted - have):
+                db.execute(queries.INSERT_LOCAL_DAY_OFFSET, {"utc_offset": offset})
+                db.execute(queries.BUILD_LOCAL_DAYS, {"utc_offset": offset})
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorname != "SQLITE_READONLY":
+            raise

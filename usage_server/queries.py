@@ -8,6 +8,8 @@ ROLLUP_TABLES = {604_800: "rollup_week", 86_400: "rollup_day", 3_600: "rollup_ho
 # A slot starts where (epoch second + phase) % grain == 0: weeks start on Mondays
 # (1970-01-01 was a Thursday), the other grains at multiples of themselves.
 SLOT_PHASE = {604_800: 259_200, 86_400: 0, 3_600: 0, 900: 0}
+# Key of the rollup_local_day statements beside the grains: local days at a UTC offset.
+LOCAL_DAY = "local_day"
 
 # --- owners and keys ------------------------------------------------------------
 
@@ -154,11 +156,7 @@ INSERT INTO usage_event (owner_id, event_id, ts_us, series_id, prompt_tokens, co
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-_UPSERT_ROLLUP = """
-INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET
+_ADD_EXCLUDED = """
     requests = requests + excluded.requests,
     unpriced = unpriced + excluded.unpriced,
     platform_tokens = platform_tokens + excluded.platform_tokens,
@@ -166,7 +164,25 @@ ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET
     platform_cost = platform_cost + excluded.platform_cost,
     user_cost = user_cost + excluded.user_cost
 """
+
+_UPSERT_ROLLUP = """
+INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET""" + _ADD_EXCLUDED
 UPSERT_ROLLUP = {grain: _UPSERT_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+
+LOCAL_DAY_OFFSETS = """
+SELECT utc_offset
+FROM rollup_offset
+ORDER BY utc_offset
+"""
+
+UPSERT_LOCAL_DAY = """
+INSERT INTO rollup_local_day (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
+                              platform_tokens, user_tokens, platform_cost, user_cost)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (owner_id, utc_offset, slot_start, series_id) DO UPDATE SET""" + _ADD_EXCLUDED
 
 BUMP_OWNER_VERSION = """
 INSERT INTO owner_version (owner_id, version)
@@ -185,23 +201,76 @@ SELECT COALESCE((SELECT version FROM owner_version WHERE owner_id = :owner_id), 
 
 # --- rebuilding rollups from the events ---------------------------------------------------
 
+# The sums of a usage series over raw events (also read by the reports).
+_EVENT_SUMS = """
+       COUNT(*) AS requests,
+       SUM(1 - priced) AS unpriced,
+       SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END) AS platform_tokens,
+       SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END) AS user_tokens,
+       SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END) AS platform_cost,
+       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END) AS user_cost
+"""
+
 _REBUILD_ROLLUP = """
 INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
                      platform_tokens, user_tokens, platform_cost, user_cost)
 SELECT owner_id,
        ts_us / 1000000 - (ts_us / 1000000 + :phase) % :grain AS slot_start,
-       series_id,
-       COUNT(*),
-       SUM(1 - priced),
-       SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END),
-       SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END),
-       SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END),
-       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END)
-FROM usage_event
+       series_id,""" + _EVENT_SUMS + """FROM usage_event
 GROUP BY owner_id, slot_start, series_id
 """
 CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.items()}
 REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+
+# Local days: the day of an instant s at offset o starts at s - ((s + o) mod 86400), with
+# the modulo made non-negative (SQLite's % keeps the sign of s + o).
+CLEAR_LOCAL_DAYS = """
+DELETE FROM rollup_local_day
+"""
+
+REBUILD_LOCAL_DAYS = """
+INSERT INTO rollup_local_day (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
+                              platform_tokens, user_tokens, platform_cost, user_cost)
+SELECT owner_id,
+       utc_offset,
+       ts_us / 1000000 - ((ts_us / 1000000 + utc_offset) % 86400 + 86400) % 86400 AS day_start,
+       series_id,""" + _EVENT_SUMS + """FROM usage_event, rollup_offset
+GROUP BY owner_id, utc_offset, day_start, series_id
+"""
+
+# Registering an offset after data exists: its days are sums of whole quarter hours, since
+# a quarter-hour slot never straddles a local midnight at a multiple of 15 minutes.
+INSERT_LOCAL_DAY_OFFSET = """
+INSERT INTO rollup_offset (utc_offset)
+VALUES (:utc_offset)
+"""
+
+BUILD_LOCAL_DAYS = """
+INSERT INTO rollup_local_day (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
+                              platform_tokens, user_tokens, platform_cost, user_cost)
+SELECT owner_id,
+       :utc_offset,
+       slot_start - ((slot_start + :utc_offset) % 86400 + 86400) % 86400 AS day_start,
+       series_id,
+       SUM(requests),
+       SUM(unpriced),
+       SUM(platform_tokens),
+       SUM(user_tokens),
+       SUM(platform_cost),
+       SUM(user_cost)
+FROM rollup_quarter
+GROUP BY owner_id, day_start, series_id
+"""
+
+DELETE_LOCAL_DAY_OFFSET = """
+DELETE FROM rollup_offset
+WHERE utc_offset = :utc_offset
+"""
+
+DELETE_LOCAL_DAYS = """
+DELETE FROM rollup_local_day
+WHERE utc_offset = :utc_offset
+"""
 
 # --- reading usage ------------------------------------------------------------------------
 # Buckets: strftime(:fmt, <slot start> + :offset, 'unixepoch', :shift, :align), where the
@@ -214,6 +283,7 @@ _SERIES_FILTER = """
 
 # Slots are summed first (in primary-key order, no sort), so strftime runs once per slot,
 # not once per slot and series.
+# {rows}: FROM and WHERE of the slots in range (_ROLLUP_RANGE or _LOCAL_DAY_RANGE).
 _ROLLUP_BUCKETS = """
 SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
        SUM(requests) AS requests,
@@ -223,11 +293,7 @@ FROM (SELECT slot_start,
              SUM(requests) AS requests,
              SUM(platform_tokens + user_tokens) AS tokens,
              SUM(platform_cost + user_cost) AS cost
-      FROM {table}
-      WHERE owner_id = :owner_id
-        AND slot_start >= :lo
-        AND slot_start < :hi
-        AND """ + _SERIES_FILTER + """
+      {rows}
       GROUP BY slot_start)
 GROUP BY bucket
 """
@@ -240,15 +306,6 @@ _ROLLUP_SUMS = """
        SUM(user_tokens) AS user_tokens,
        SUM(platform_cost) AS platform_cost,
        SUM(user_cost) AS user_cost
-"""
-
-_EVENT_SUMS = """
-       COUNT(*) AS requests,
-       SUM(1 - priced) AS unpriced,
-       SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END) AS platform_tokens,
-       SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END) AS user_tokens,
-       SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END) AS platform_cost,
-       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END) AS user_cost
 """
 
 _ROLLUP_RANGE = """
@@ -288,7 +345,7 @@ WHERE """ + _OWNER_EVENTS + """
 GROUP BY series_id
 """
 
-BUCKETS = {grain: _ROLLUP_BUCKETS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+BUCKETS = {grain: _ROLLUP_BUCKETS.format(rows=_ROLLUP_RANGE.format(table=table)) for grain, table in ROLLUP_TABLES.items()}
 BUCKETS[1] = EVENT_BUCKETS
 SERIES_TOTALS = {grain: _ROLLUP_SERIES_TOTALS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 SERIES_TOTALS[1] = EVENT_SERIES_TOTALS
@@ -310,6 +367,23 @@ GROUP BY bucket, series_id
 
 BUCKET_SERIES = {grain: _ROLLUP_BUCKET_SERIES.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 BUCKET_SERIES[1] = EVENT_BUCKET_SERIES
+
+# Whole local days at the segment's offset (:offset both selects the rows and shifts them).
+_LOCAL_DAY_RANGE = """
+FROM rollup_local_day
+WHERE owner_id = :owner_id
+  AND utc_offset = :offset
+  AND slot_start >= :lo
+  AND slot_start < :hi
+  AND """ + _SERIES_FILTER
+
+BUCKETS[LOCAL_DAY] = _ROLLUP_BUCKETS.format(rows=_LOCAL_DAY_RANGE)
+
+BUCKET_SERIES[LOCAL_DAY] = """
+SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
+       series_id,""" + _ROLLUP_SUMS + _LOCAL_DAY_RANGE + """
+GROUP BY bucket, series_id
+"""
 
 OWNER_SERIES = """
 SELECT id, config_id, model_id, provider, model_name

@@ -4,6 +4,7 @@ A query covers the UTC instants [lo, hi): local midnight of startDate to local m
 after endDate. That span is cut into segments of constant UTC offset (daylight-saving
 changes end a segment); within a segment, bucket starts are plain arithmetic.
 """
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -98,6 +99,16 @@ def segments(lo: int, hi: int, zone: ZoneInfo) -> list[Segment]:
         start, offset, probe = high, offset_at(high, zone), high
     result.append(Segment(start, hi, offset))
     return result
+
+
+@functools.cache
+def zone_day_offsets(zone_name: str, until_year: int) -> frozenset[int]:
+    """The UTC offsets `zone_name` used from 1970 to the end of `until_year` that local-day
+    rollups can serve: multiples of 15 minutes (quarter-hour slots nest in their days),
+    other than whole days (UTC days serve those)."""
+    zone = ZoneInfo(zone_name)
+    hi = int(datetime(until_year + 1, 1, 1, tzinfo=timezone.utc).timestamp())
+    return frozenset(seg.offset for seg in segments(0, hi, zone) if seg.offset % 900 == 0 and seg.offset % 86_400)
 
 
 def format_offset(offset: int) -> str:

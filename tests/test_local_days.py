@@ -1,0 +1,138 @@
+"""FAST_TIMEZONES: local days kept per UTC offset, registered and dropped at start-up.
+
+Whenever a server starts, the local-day rollup holds exactly the offsets its zones use,
+and its rows equal both a rebuild from the events and a plain-Python aggregate, whether
+the offsets were registered before the data, after it, or by several processes at once.
+"""
+import multiprocessing
+import sqlite3
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import create_config, post_events
+from seed.generator import seed_owner
+from usage_server import create_app
+from usage_server.db import connect
+
+FORK = multiprocessing.get_context("fork")
+LOCAL_DAY_COLUMNS = ("owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
+                     "platform_cost, user_cost")
+# Kolkata +5:30; Kathmandu +5:30 until 1986, then +5:45; Chatham +12:45 and +13:45; Los Angeles -8 and -7
+FAST = "Asia/Kolkata,Asia/Kathmandu,Pacific/Chatham,America/Los_Angeles"
+FAST_OFFSETS = [-28_800, -25_200, 19_800, 20_700, 45_900, 49_500]
+END = int(datetime(2026, 3, 18, 15, 30, tzinfo=timezone.utc).timestamp())
+
+
+def start(database: str, fast: str = "", **config):
+    return create_app({"TESTING": True, "DATABASE": database, "FAST_TIMEZONES": fast, **config})
+
+
+def stored(database: str) -> tuple[list[int], list[tuple]]:
+    conn = sqlite3.connect(database)
+    offsets = [row[0] for row in conn.execute("SELECT utc_offset FROM rollup_offset ORDER BY 1")]
+    rows = conn.execute(f"SELECT {LOCAL_DAY_COLUMNS} FROM rollup_local_day ORDER BY 1, 2, 3, 4").fetchall()
+    conn.close()
+    return offsets, rows
+
+
+def python_local_days(database: str, offsets: list[int]) -> list[tuple]:
+    """The events summed per local calendar day at each offset, with datetime."""
+    sums = defaultdict(lambda: [0] * 6)
+    conn = sqlite3.connect(database)
+    rows = conn.execute("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source "
+                        "FROM usage_event").fetchall()
+    conn.close()
+    for offset in offsets:
+        zone = timezone(timedelta(seconds=offset))
+        for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
+            local = datetime.fromtimestamp(ts_us // 10**6, zone)
+            midnight = int(local.replace(hour=0, minute=0, second=0).timestamp())
+            entry = sums[(owner_id, offset, midnight, series_id)]
+            entry[0] += 1
+            entry[1] += 1 - priced
+            entry[2 if source == "platform" else 3] += tokens
+            entry[4 if source == "platform" else 5] += cost
+    return sorted(key + tuple(values) for key, values in sums.items())
+
+
+def rebuilt(app) -> list[tuple]:
+    result = app.test_cli_runner().invoke(args=["rebuild-rollups"])
+    assert result.exit_code == 0, result.output
+    return stored(app.config["DATABASE"])[1]
+
+
+@pytest.fixture
+def seeded(tmp_path) -> str:
+    """A database with usage of two owners and no local days."""
+    database = str(tmp_path / "usage.sqlite")
+    conn = connect(start(database).config)
+    assert seed_owner(conn, "demo", events=4_000, days=120, seed=3, end=END) == 4_000
+    assert seed_owner(conn, "other", events=600, days=400, seed=4, end=END) == 600
+    conn.close()
+    assert stored(database) == ([], [])
+    return database
+
+
+def test_registering_zones_after_the_data_builds_what_a_rebuild_builds(seeded):
+    app = start(seeded, FAST)
+    offsets, built = stored(seeded)
+    assert offsets == FAST_OFFSETS
+    assert built == python_local_days(seeded, offsets)
+    assert rebuilt(app) == built
+    start(seeded, FAST)  # started again: nothing changes
+    assert stored(seeded) == (offsets, built)
+
+
+def test_unregistering_zones_removes_their_days_only(seeded):
+    start(seeded, FAST)
+    start(seeded, "Asia/Kolkata", DEFAULT_TIMEZONE="America/Los_Angeles")  # Kathmandu and Chatham dropped
+    offsets, rows = stored(seeded)
+    assert offsets == [-28_800, -25_200, 19_800]
+    assert rows == python_local_days(seeded, offsets)
+    start(seeded)  # UTC needs none
+    assert stored(seeded) == ([], [])
+
+
+def test_ingestion_keeps_registered_days(seeded, make_key):
+    app = start(seeded, FAST)
+    client, key = app.test_client(), make_key("acme")
+    create_config(client, key, "cfg_a")
+    events = [{"id": f"e{n}", "timestamp": f"2026-03-{8 + n % 3:02d}T{n % 24:02d}:{n * 7 % 60:02d}:00Z",
+               "modelConfigId": "cfg_a", "promptTokens": n, "completionTokens": 2 * n,
+               "billingSource": "user" if n % 4 == 0 else "platform"} for n in range(200)]
+    post_events(client, key, events[:120])
+    post_events(client, key, events[80:])  # overlapping: duplicates are not counted again
+    offsets, rows = stored(seeded)
+    assert rows == python_local_days(seeded, offsets)
+    assert rebuilt(app) == rows
+
+
+def start_in_process(database: str) -> None:
+    start(database, FAST, BUSY_TIMEOUT_MS=10_000)
+
+
+def test_workers_starting_at_once_register_each_offset_once(seeded):
+    workers = [FORK.Process(target=start_in_process, args=(seeded,)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0] * 4
+    offsets, rows = stored(seeded)
+    assert offsets == FAST_OFFSETS
+    assert rows == python_local_days(seeded, offsets)
+
+
+def test_the_setting_comes_from_the_environment_and_refuses_unknown_names(tmp_path, monkeypatch):
+    database = str(tmp_path / "usage.sqlite")
+    monkeypatch.setenv("USAGE_SERVER_FAST_TIMEZONES", " Asia/Kolkata, Pacific/Chatham ,")
+    app = create_app({"TESTING": True, "DATABASE": database})
+    assert app.config["FAST_TIMEZONES"] == ("Asia/Kolkata", "Pacific/Chatham")
+    assert stored(database)[0] == [19_800, 45_900, 49_500]
+    assert start(database, ["Asia/Kathmandu"]).config["FAST_TIMEZONES"] == ("Asia/Kathmandu",)
+    for bad in ("Asia/Kolkata,Mars/Olympus", "asia/kolkata", 5, [None]):
+        with pytest.raises(ValueError, match="FAST_TIMEZONES"):
+            start(database, bad)
+    assert stored(database)[0] == [19_800, 20_700]  # a refused setting changes nothing
