@@ -173,7 +173,8 @@ def test_writers_and_readers_under_gunicorn(tmp_path, busy_timeout_ms):
     per_batch = batch_totals(template, prices)
     run, sent, writers_done = Run(), [], threading.Event()
     started = time.monotonic()
-    with gunicorn(database, tmp_path / "gunicorn.log", workers=4, BUSY_TIMEOUT_MS=busy_timeout_ms) as base:
+    with gunicorn(database, tmp_path / "gunicorn.log", workers=4, BUSY_TIMEOUT_MS=busy_timeout_ms,
+                  FAST_TIMEZONES="Asia/Kolkata") as base:  # every worker registers +5:30 at start
         for config_id, config in CONFIGS.items():
             body = {"id": config_id, "displayName": config_id, "modelId": config["modelId"], "provider": config["provider"]}
             assert requests.post(f"{base}/v1/model-configs", json=body, headers={"Authorization": f"Bearer {key}"},
@@ -188,18 +189,19 @@ def test_writers_and_readers_under_gunicorn(tmp_path, busy_timeout_ms):
         for thread in readers:
             thread.join()
         final = {}
-        for granularity in ("day", "hour"):
-            params = {"startDate": START.isoformat(), "endDate": END.isoformat(), "granularity": granularity}
-            final[granularity] = requests.get(f"{base}/v1/model-usage", params=params,
-                                              headers={"Authorization": f"Bearer {key}"}, timeout=60).json()
+        for granularity, zone in (("day", "UTC"), ("hour", "UTC"), ("day", "Asia/Kolkata")):
+            params = {"startDate": START.isoformat(), "endDate": END.isoformat(), "granularity": granularity,
+                      "timezone": zone}
+            final[granularity, zone] = requests.get(f"{base}/v1/model-usage", params=params,
+                                                    headers={"Authorization": f"Bearer {key}"}, timeout=60).json()
     elapsed = time.monotonic() - started
 
     assert run.problems == []
     unique = {event["id"] for event in sent}
     assert len(unique) == CLIENTS * BATCHES * EVENTS
     assert len(sent) == CLIENTS * BATCHES * EVENTS * (1 + RESENT_SHARE)
-    for granularity, body in final.items():
-        expected = expected_usage(sent, CONFIGS, prices, START, END, granularity)
+    for (granularity, zone), body in final.items():
+        expected = expected_usage(sent, CONFIGS, prices, START, END, granularity, zone)
         assert body["summary"] == expected["summary"]
         assert body["usageByModel"] == expected["usageByModel"]
         assert body["timeSeries"] == expected["timeSeries"]

@@ -36,6 +36,10 @@ FROM usage_event
 GROUP BY owner_id, slot, series_id
 ORDER BY owner_id, slot, series_id
 """
+FAST_TIMEZONES = "Asia/Kolkata,America/Los_Angeles"  # local days at +5:30, -8:00 and -7:00
+LOCAL_DAY_OFFSETS = [(-28_800,), (-25_200,), (19_800,)]
+# Local days at an offset, as days of the instants shifted by it (slots come out shifted too).
+REBUILT_LOCAL = REBUILT.replace("ts_us / 1000000", "(ts_us / 1000000 + :offset)")
 
 
 def read_log(path: Path) -> tuple[set[int], set[int]]:
@@ -70,10 +74,18 @@ def check_database(database: Path, trial: int, begun: set[int], committed: set[i
         assert set(sizes.values()) <= {BATCH_SIZE}, f"partial batch: {sizes}"
         assert committed <= set(sizes) <= begun
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'rollup%'").fetchall()
-        assert sorted(ROLLUPS) == sorted(name for name, in tables)  # a new rollup table must be checked too
+        # a new rollup table must be checked too
+        assert sorted([*ROLLUPS, "rollup_local_day", "rollup_offset"]) == sorted(name for name, in tables)
         for table, (grain, phase) in ROLLUPS.items():
             stored = conn.execute(f"SELECT * FROM {table} ORDER BY owner_id, slot_start, series_id").fetchall()
             assert stored == conn.execute(REBUILT, {"grain": grain, "phase": phase}).fetchall(), table
+        assert conn.execute("SELECT utc_offset FROM rollup_offset ORDER BY 1").fetchall() == LOCAL_DAY_OFFSETS
+        for (offset,) in LOCAL_DAY_OFFSETS:  # a local day at an offset is a day slot shifted by it
+            stored = conn.execute("SELECT owner_id, slot_start + ?, series_id, requests, unpriced, platform_tokens, "
+                                  "user_tokens, platform_cost, user_cost FROM rollup_local_day WHERE utc_offset = ? "
+                                  "ORDER BY owner_id, slot_start, series_id", (offset, offset)).fetchall()
+            rebuilt = conn.execute(REBUILT_LOCAL, {"grain": 86_400, "phase": 0, "offset": offset}).fetchall()
+            assert stored == rebuilt, offset
         batches = earlier + len(sizes)  # the usage ETag's version moves once per stored batch
         assert conn.execute("SELECT version FROM owner_version").fetchall() == ([(batches,)] if batches else [])
         return len(sizes)
@@ -85,7 +97,7 @@ def check_database(database: Path, trial: int, begun: set[int], committed: set[i
 def test_sigkill_mid_batch_leaves_whole_batches_and_a_sound_file(tmp_path):
     database, rng = tmp_path / "usage.sqlite", random.Random(20260318)
     config = {"DATABASE": str(database), "BUSY_TIMEOUT_MS": 5000, "SYNCHRONOUS": "FULL"}
-    prepare_database(database)
+    prepare_database(database, FAST_TIMEZONES=FAST_TIMEZONES)
     conn = connect(config)
     with write_transaction(conn):
         conn.execute(queries.INSERT_CONFIG, {"owner_id": 1, "id": crash_writer.CONFIG_ID, "display_name": "A",

@@ -19,6 +19,13 @@ COLUMNS = "owner_id, slot_start, series_id, requests, unpriced, platform_tokens,
 WEEK = 7 * 86_400
 FORK = multiprocessing.get_context("fork")
 CONFIGS = (("cfg_priced", "gpt-4o", "OpenAI"), ("cfg_unlisted", "house-model", "Acme"), ("cfg_mini", "gpt-4o-mini", "OpenAI"))
+FAST = "America/Los_Angeles,Asia/Kathmandu"  # local days at -8:00, -7:00, +5:30 and +5:45 too
+
+
+@pytest.fixture
+def app(tmp_path):
+    return create_app({"TESTING": True, "DATABASE": str(tmp_path / "usage.sqlite"), "BUSY_TIMEOUT_MS": 200,
+                       "FAST_TIMEZONES": FAST})
 
 
 def slot_start(seconds: int, grain: int) -> int:
@@ -41,12 +48,37 @@ def python_rollup(conn: sqlite3.Connection, grain: int) -> list[tuple]:
     return sorted(key + tuple(values) for key, values in sums.items())
 
 
+def python_local_days(conn: sqlite3.Connection) -> list[tuple]:
+    """Per registered offset, the events summed per calendar day at that offset."""
+    offsets = [row[0] for row in conn.execute("SELECT utc_offset FROM rollup_offset")]
+    assert sorted(offsets) == [-28_800, -25_200, 19_800, 20_700]
+    sums = defaultdict(lambda: [0] * 6)
+    rows = conn.execute("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source FROM usage_event")
+    for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
+        for offset in offsets:
+            local = datetime.fromtimestamp(ts_us // 1_000_000, timezone(timedelta(seconds=offset)))
+            entry = sums[(owner_id, offset, int(local.replace(hour=0, minute=0, second=0).timestamp()), series_id)]
+            entry[0] += 1
+            entry[1] += 1 - priced
+            entry[2 if source == "platform" else 3] += tokens
+            entry[4 if source == "platform" else 5] += cost
+    return sorted(key + tuple(values) for key, values in sums.items())
+
+
 def stored_rollups(database: str) -> dict[str, list[tuple]]:
     conn = sqlite3.connect(database)
     tables = {table: conn.execute(f"SELECT {COLUMNS} FROM {table} ORDER BY 1, 2, 3").fetchall()
               for table in ROLLUP_TABLES.values()}
+    tables["rollup_local_day"] = conn.execute(
+        "SELECT owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
+        "platform_cost, user_cost FROM rollup_local_day ORDER BY 1, 2, 3, 4").fetchall()
     conn.close()
     return tables
+
+
+def copies(table: str) -> int:
+    """How many times a table counts an event: once per offset in rollup_local_day."""
+    return 4 if table == "rollup_local_day" else 1
 
 
 def assert_rollups_are_the_events(app, runner) -> dict[str, list[tuple]]:
@@ -55,6 +87,7 @@ def assert_rollups_are_the_events(app, runner) -> dict[str, list[tuple]]:
     incremental = stored_rollups(database)
     conn = sqlite3.connect(database)
     expected = {table: python_rollup(conn, grain) for grain, table in ROLLUP_TABLES.items()}
+    expected["rollup_local_day"] = python_local_days(conn)
     conn.close()
     assert incremental == expected
     assert all(expected.values())  # something was stored in every table
@@ -107,8 +140,8 @@ def test_after_api_ingestion_with_duplicates_and_conflicts(app, client, runner, 
     conn = sqlite3.connect(app.config["DATABASE"])
     assert conn.execute("SELECT COUNT(*) FROM usage_event").fetchone()[0] == len(first) + 30 + 50
     conn.close()
-    for table, rows in tables.items():  # every table counts every stored event once
-        assert sum(row[3] for row in rows) == len(first) + 30 + 50, table
+    for table, rows in tables.items():  # every table counts every stored event once (per offset)
+        assert sum(row[-6] for row in rows) == (len(first) + 30 + 50) * copies(table), table
 
 
 def test_after_seeding(app, runner):
@@ -134,7 +167,7 @@ def post_until_stored(client, key: str, batch: list[dict]) -> None:
 def ingest_share(database: str, key: str, worker: int, batches: int) -> None:
     """A writer of its own app (its own connections): ids overlap the other writers'."""
     rng = random.Random(worker)
-    client = create_app({"TESTING": True, "DATABASE": database, "BUSY_TIMEOUT_MS": 2000}).test_client()
+    client = create_app({"TESTING": True, "DATABASE": database, "BUSY_TIMEOUT_MS": 2000, "FAST_TIMEZONES": FAST}).test_client()
     base = datetime(2026, 2, 1, tzinfo=timezone.utc)
     for number in range(batches):
         batch = [event(rng, f"w{worker}-{number}-{n}", base, days=10) for n in range(40)]
@@ -166,4 +199,4 @@ def test_after_concurrent_ingestion(app, runner, writer, kind):
     tables = assert_rollups_are_the_events(app, runner)
     stored = writers * batches * 40 + batches * 10  # shared ids are stored once
     for table, rows in tables.items():
-        assert sum(row[3] for row in rows) == stored, table
+        assert sum(row[-6] for row in rows) == stored * copies(table), table
