@@ -3,6 +3,7 @@
     python -m benchmarks                 # 1M and 10M events (about 25 minutes, 5 GB of disk)
     python -m benchmarks --size 1M       # one size
     python -m benchmarks --smoke         # everything at a tiny size, in seconds
+    python -m benchmarks --zones         # time zones beside UTC, without and with FAST_TIMEZONES (1M)
 
 Databases go to a temporary folder under --workdir (default: the system's) and are
 deleted at the end.
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
-from . import dataset, latency, server
+from . import dataset, latency, server, zones
 
 TARGET_SPEEDUP = 100  # times faster than the baseline
 TARGET_GROWTH = 1.5  # latency at the largest size over the smallest
@@ -158,12 +159,15 @@ def main(argv=None) -> int:
     parser.add_argument("--http-rounds", type=int, default=15, help="timed calls of each query over HTTP")
     parser.add_argument("--ingest-runs", type=int, default=5, help="timed ingestion runs per worker count")
     parser.add_argument("--ingest-batches", type=int, default=20, help="1,000-event batches per ingestion run")
+    parser.add_argument("--zones", action="store_true", help="only zone-aware queries beside UTC (first size only)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.size = args.size or [3_000]
         args.rounds, args.baseline_rounds, args.http_rounds = 3, 1, 1
         args.ingest_runs, args.ingest_batches = 1, 2
     sizes = sorted(args.size or [1_000_000, 10_000_000])
+    if args.zones:
+        return zones_only(sizes[0], args)
 
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +192,18 @@ def main(argv=None) -> int:
         lines += growth_table(results[0], results[-1]) + [""]
     lines += targets(results)
     print("\n".join(lines))
+    return 0
+
+
+def zones_only(events: int, args) -> int:
+    with tempfile.TemporaryDirectory(prefix="usage-bench-", dir=args.workdir) as folder:
+        say(f"[{events:,}] seeding ...")
+        data = dataset.build(Path(folder), events, days=args.days)
+        say(f"[{events:,}] timing zones beside UTC, without and with FAST_TIMEZONES ...")
+        lines = zones.run(data.path, data, args)
+        dataset.remove_database(data.path)
+    header = [f"# usage_server time-zone benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "", machine(), ""]
+    print("\n".join(header + lines))
     return 0
 
 

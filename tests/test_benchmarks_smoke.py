@@ -25,3 +25,20 @@ def test_smoke_run_prints_the_whole_table_with_equal_answers(tmp_path):
     for needle in ("seeding: 3,000 events", "2 workers", "4 workers", "peak RSS", "## Targets"):
         assert needle in result.stdout
     assert list(tmp_path.iterdir()) == []  # temporary databases deleted
+
+
+def test_zones_smoke_run_compares_every_zone_with_utc_and_the_same_answers(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--zones", "--smoke", "--workdir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in result.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| query")]
+    zones = ("UTC", "America/Los_Angeles", "Asia/Kolkata", "Asia/Kathmandu")
+    assert [(row[0], row[1]) for row in rows] == [(query, zone) for query in (
+        "last_30_days/day", "current_year/week", "365 days/day", "last_7_days/hour") for zone in zones]
+    for row in rows:
+        assert row[-1] == "yes", row  # local days answer exactly what the finer rollups answer
+        assert float(row[2]) > 0 and float(row[4]) > 0
+    for needle in ("start-up built", "ingestion in-process", "target: every zone within 1.5×"):
+        assert needle in result.stdout
+    assert list(tmp_path.iterdir()) == []
