@@ -90,8 +90,8 @@ def run(path: str, data: dataset.Dataset, args) -> list[str]:
     fast_app = create_app({"DATABASE": path, "FAST_TIMEZONES": ",".join(ZONES)})
     build_seconds = time.perf_counter() - started
     conn = connect(fast_app.config)
-    offsets = [row[0] for row in conn.execute(queries.LOCAL_DAY_OFFSETS)]
-    local_rows = conn.execute("SELECT COUNT(*) FROM rollup_local_day").fetchone()[0]
+    offsets = [row[0] for row in conn.execute(queries.LOCAL_OFFSETS)]
+    local_rows = sum(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in queries.LOCAL_TABLES.values())
     quarter_rows = conn.execute("SELECT COUNT(*) FROM rollup_quarter").fetchone()[0]
     conn.close()
     phases["with"], answers["with"] = timed_rounds(WsgiClient(fast_app, key), targets, args.rounds)
@@ -121,7 +121,7 @@ def table(data, phases, same, ingest, offsets, build_seconds, local_rows, quarte
     lines += [
         "",
         f"- FAST_TIMEZONES={','.join(ZONES)}: offsets {', '.join(f'{offset:+d}' for offset in offsets)} s; "
-        f"start-up built {local_rows:,} local-day rows from {quarter_rows:,} quarter-hour rows in {build_seconds:.2f} s",
+        f"start-up built {local_rows:,} local day and week rows from {quarter_rows:,} quarter-hour rows in {build_seconds:.2f} s",
         f"- ingestion in-process, 1,000-event batches, synchronous=FULL: without local days "
         f"{ingest['without']:,.0f} events/s, with {len(offsets)} offsets {ingest['with']:,.0f} events/s "
         f"({ingest['with'] / ingest['without']:.2f}×)",

@@ -4,6 +4,7 @@ After every kill the file must pass PRAGMA integrity_check, every batch must be 
 there or not there at all, committed batches must all be there, and the rollups must
 equal the events summed again from scratch.
 """
+import itertools
 import multiprocessing
 import random
 import signal
@@ -37,8 +38,9 @@ GROUP BY owner_id, slot, series_id
 ORDER BY owner_id, slot, series_id
 """
 FAST_TIMEZONES = "Asia/Kolkata,America/Los_Angeles"  # local days at +5:30, -8:00 and -7:00
-LOCAL_DAY_OFFSETS = [(-28_800,), (-25_200,), (19_800,)]
-# Local days at an offset, as days of the instants shifted by it (slots come out shifted too).
+LOCAL_OFFSETS = [(-28_800,), (-25_200,), (19_800,)]
+LOCAL_ROLLUPS = {"rollup_local_day": ROLLUPS["rollup_day"], "rollup_local_week": ROLLUPS["rollup_week"]}
+# Local slots at an offset, as slots of the instants shifted by it (slots come out shifted too).
 REBUILT_LOCAL = REBUILT.replace("ts_us / 1000000", "(ts_us / 1000000 + :offset)")
 
 
@@ -75,17 +77,17 @@ def check_database(database: Path, trial: int, begun: set[int], committed: set[i
         assert committed <= set(sizes) <= begun
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'rollup%'").fetchall()
         # a new rollup table must be checked too
-        assert sorted([*ROLLUPS, "rollup_local_day", "rollup_offset"]) == sorted(name for name, in tables)
+        assert sorted([*ROLLUPS, *LOCAL_ROLLUPS, "rollup_offset"]) == sorted(name for name, in tables)
         for table, (grain, phase) in ROLLUPS.items():
             stored = conn.execute(f"SELECT * FROM {table} ORDER BY owner_id, slot_start, series_id").fetchall()
             assert stored == conn.execute(REBUILT, {"grain": grain, "phase": phase}).fetchall(), table
-        assert conn.execute("SELECT utc_offset FROM rollup_offset ORDER BY 1").fetchall() == LOCAL_DAY_OFFSETS
-        for (offset,) in LOCAL_DAY_OFFSETS:  # a local day at an offset is a day slot shifted by it
-            stored = conn.execute("SELECT owner_id, slot_start + ?, series_id, requests, unpriced, platform_tokens, "
-                                  "user_tokens, platform_cost, user_cost FROM rollup_local_day WHERE utc_offset = ? "
+        assert conn.execute("SELECT utc_offset FROM rollup_offset ORDER BY 1").fetchall() == LOCAL_OFFSETS
+        for (table, (grain, phase)), (offset,) in itertools.product(LOCAL_ROLLUPS.items(), LOCAL_OFFSETS):
+            stored = conn.execute(f"SELECT owner_id, slot_start + ?, series_id, requests, unpriced, platform_tokens, "
+                                  f"user_tokens, platform_cost, user_cost FROM {table} WHERE utc_offset = ? "
                                   "ORDER BY owner_id, slot_start, series_id", (offset, offset)).fetchall()
-            rebuilt = conn.execute(REBUILT_LOCAL, {"grain": 86_400, "phase": 0, "offset": offset}).fetchall()
-            assert stored == rebuilt, offset
+            rebuilt = conn.execute(REBUILT_LOCAL, {"grain": grain, "phase": phase, "offset": offset}).fetchall()
+            assert stored == rebuilt, (table, offset)
         batches = earlier + len(sizes)  # the usage ETag's version moves once per stored batch
         assert conn.execute("SELECT version FROM owner_version").fetchall() == ([(batches,)] if batches else [])
         return len(sizes)

@@ -1,7 +1,7 @@
-"""FAST_TIMEZONES: local days kept per UTC offset, registered and dropped at start-up.
+"""FAST_TIMEZONES: local days and weeks kept per UTC offset, registered and dropped at start-up.
 
-Whenever a server starts, the local-day rollup holds exactly the offsets its zones use,
-and its rows equal both a rebuild from the events and a plain-Python aggregate, whether
+Whenever a server starts, the local rollups hold exactly the offsets its zones use, and
+their rows equal both a rebuild from the events and a plain-Python aggregate, whether
 the offsets were registered before the data, after it, or by several processes at once.
 """
 import multiprocessing
@@ -17,7 +17,8 @@ from usage_server import create_app
 from usage_server.db import connect
 
 FORK = multiprocessing.get_context("fork")
-LOCAL_DAY_COLUMNS = ("owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
+TABLES = ("rollup_local_day", "rollup_local_week")
+LOCAL_COLUMNS = ("owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
                      "platform_cost, user_cost")
 # Kolkata +5:30; Kathmandu +5:30 until 1986, then +5:45; Chatham +12:45 and +13:45; Los Angeles -8 and -7
 FAST = "Asia/Kolkata,Asia/Kathmandu,Pacific/Chatham,America/Los_Angeles"
@@ -29,17 +30,18 @@ def start(database: str, fast: str = "", **config):
     return create_app({"TESTING": True, "DATABASE": database, "FAST_TIMEZONES": fast, **config})
 
 
-def stored(database: str) -> tuple[list[int], list[tuple]]:
+def stored(database: str) -> tuple[list[int], dict[str, list[tuple]]]:
     conn = sqlite3.connect(database)
     offsets = [row[0] for row in conn.execute("SELECT utc_offset FROM rollup_offset ORDER BY 1")]
-    rows = conn.execute(f"SELECT {LOCAL_DAY_COLUMNS} FROM rollup_local_day ORDER BY 1, 2, 3, 4").fetchall()
+    rows = {table: conn.execute(f"SELECT {LOCAL_COLUMNS} FROM {table} ORDER BY 1, 2, 3, 4").fetchall()
+            for table in TABLES}
     conn.close()
     return offsets, rows
 
 
-def python_local_days(database: str, offsets: list[int]) -> list[tuple]:
-    """The events summed per local calendar day at each offset, with datetime."""
-    sums = defaultdict(lambda: [0] * 6)
+def python_local(database: str, offsets: list[int]) -> dict[str, list[tuple]]:
+    """The events summed per local calendar day and week (from Monday) at each offset, with datetime."""
+    sums = {table: defaultdict(lambda: [0] * 6) for table in TABLES}
     conn = sqlite3.connect(database)
     rows = conn.execute("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source "
                         "FROM usage_event").fetchall()
@@ -47,17 +49,18 @@ def python_local_days(database: str, offsets: list[int]) -> list[tuple]:
     for offset in offsets:
         zone = timezone(timedelta(seconds=offset))
         for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
-            local = datetime.fromtimestamp(ts_us // 10**6, zone)
-            midnight = int(local.replace(hour=0, minute=0, second=0).timestamp())
-            entry = sums[(owner_id, offset, midnight, series_id)]
-            entry[0] += 1
-            entry[1] += 1 - priced
-            entry[2 if source == "platform" else 3] += tokens
-            entry[4 if source == "platform" else 5] += cost
-    return sorted(key + tuple(values) for key, values in sums.items())
+            midnight = datetime.fromtimestamp(ts_us // 10**6, zone).replace(hour=0, minute=0, second=0)
+            monday = midnight - timedelta(days=midnight.weekday())
+            for table, start in (("rollup_local_day", midnight), ("rollup_local_week", monday)):
+                entry = sums[table][(owner_id, offset, int(start.timestamp()), series_id)]
+                entry[0] += 1
+                entry[1] += 1 - priced
+                entry[2 if source == "platform" else 3] += tokens
+                entry[4 if source == "platform" else 5] += cost
+    return {table: sorted(key + tuple(values) for key, values in table_sums.items()) for table, table_sums in sums.items()}
 
 
-def rebuilt(app) -> list[tuple]:
+def rebuilt(app) -> dict[str, list[tuple]]:
     result = app.test_cli_runner().invoke(args=["rebuild-rollups"])
     assert result.exit_code == 0, result.output
     return stored(app.config["DATABASE"])[1]
@@ -71,7 +74,7 @@ def seeded(tmp_path) -> str:
     assert seed_owner(conn, "demo", events=4_000, days=120, seed=3, end=END) == 4_000
     assert seed_owner(conn, "other", events=600, days=400, seed=4, end=END) == 600
     conn.close()
-    assert stored(database) == ([], [])
+    assert stored(database) == ([], {"rollup_local_day": [], "rollup_local_week": []})
     return database
 
 
@@ -79,7 +82,7 @@ def test_registering_zones_after_the_data_builds_what_a_rebuild_builds(seeded):
     app = start(seeded, FAST)
     offsets, built = stored(seeded)
     assert offsets == FAST_OFFSETS
-    assert built == python_local_days(seeded, offsets)
+    assert built == python_local(seeded, offsets) and all(built.values())
     assert rebuilt(app) == built
     start(seeded, FAST)  # started again: nothing changes
     assert stored(seeded) == (offsets, built)
@@ -90,9 +93,9 @@ def test_unregistering_zones_removes_their_days_only(seeded):
     start(seeded, "Asia/Kolkata", DEFAULT_TIMEZONE="America/Los_Angeles")  # Kathmandu and Chatham dropped
     offsets, rows = stored(seeded)
     assert offsets == [-28_800, -25_200, 19_800]
-    assert rows == python_local_days(seeded, offsets)
+    assert rows == python_local(seeded, offsets)
     start(seeded)  # UTC needs none
-    assert stored(seeded) == ([], [])
+    assert stored(seeded) == ([], {"rollup_local_day": [], "rollup_local_week": []})
 
 
 def test_ingestion_keeps_registered_days(seeded, make_key):
@@ -105,12 +108,12 @@ def test_ingestion_keeps_registered_days(seeded, make_key):
     post_events(client, key, events[:120])
     post_events(client, key, events[80:])  # overlapping: duplicates are not counted again
     offsets, rows = stored(seeded)
-    assert rows == python_local_days(seeded, offsets)
+    assert rows == python_local(seeded, offsets)
     assert rebuilt(app) == rows
 
 
 def start_in_process(database: str) -> None:
-    start(database, FAST, BUSY_TIMEOUT_MS=10_000)
+    start(database, FAST, BUSY_TIMEOUT_MS=1)  # start-up waits for the worker that builds, whatever the setting
 
 
 def test_workers_starting_at_once_register_each_offset_once(seeded):
@@ -122,7 +125,7 @@ def test_workers_starting_at_once_register_each_offset_once(seeded):
     assert [worker.exitcode for worker in workers] == [0] * 4
     offsets, rows = stored(seeded)
     assert offsets == FAST_OFFSETS
-    assert rows == python_local_days(seeded, offsets)
+    assert rows == python_local(seeded, offsets)
 
 
 def test_the_setting_comes_from_the_environment_and_refuses_unknown_names(tmp_path, monkeypatch):

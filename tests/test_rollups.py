@@ -48,8 +48,8 @@ def python_rollup(conn: sqlite3.Connection, grain: int) -> list[tuple]:
     return sorted(key + tuple(values) for key, values in sums.items())
 
 
-def python_local_days(conn: sqlite3.Connection) -> list[tuple]:
-    """Per registered offset, the events summed per calendar day at that offset."""
+def python_local(conn: sqlite3.Connection, days: int) -> list[tuple]:
+    """Per registered offset, the events summed per calendar day (1) or week (7) at that offset."""
     offsets = [row[0] for row in conn.execute("SELECT utc_offset FROM rollup_offset")]
     assert sorted(offsets) == [-28_800, -25_200, 19_800, 20_700]
     sums = defaultdict(lambda: [0] * 6)
@@ -57,7 +57,8 @@ def python_local_days(conn: sqlite3.Connection) -> list[tuple]:
     for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
         for offset in offsets:
             local = datetime.fromtimestamp(ts_us // 1_000_000, timezone(timedelta(seconds=offset)))
-            entry = sums[(owner_id, offset, int(local.replace(hour=0, minute=0, second=0).timestamp()), series_id)]
+            start = local.replace(hour=0, minute=0, second=0) - timedelta(days=local.weekday() if days == 7 else 0)
+            entry = sums[(owner_id, offset, int(start.timestamp()), series_id)]
             entry[0] += 1
             entry[1] += 1 - priced
             entry[2 if source == "platform" else 3] += tokens
@@ -69,16 +70,17 @@ def stored_rollups(database: str) -> dict[str, list[tuple]]:
     conn = sqlite3.connect(database)
     tables = {table: conn.execute(f"SELECT {COLUMNS} FROM {table} ORDER BY 1, 2, 3").fetchall()
               for table in ROLLUP_TABLES.values()}
-    tables["rollup_local_day"] = conn.execute(
-        "SELECT owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
-        "platform_cost, user_cost FROM rollup_local_day ORDER BY 1, 2, 3, 4").fetchall()
+    for table in ("rollup_local_day", "rollup_local_week"):
+        tables[table] = conn.execute(
+            "SELECT owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
+            f"platform_cost, user_cost FROM {table} ORDER BY 1, 2, 3, 4").fetchall()
     conn.close()
     return tables
 
 
 def copies(table: str) -> int:
-    """How many times a table counts an event: once per offset in rollup_local_day."""
-    return 4 if table == "rollup_local_day" else 1
+    """How many times a table counts an event: once per offset in the local rollups."""
+    return 4 if table.startswith("rollup_local") else 1
 
 
 def assert_rollups_are_the_events(app, runner) -> dict[str, list[tuple]]:
@@ -87,7 +89,7 @@ def assert_rollups_are_the_events(app, runner) -> dict[str, list[tuple]]:
     incremental = stored_rollups(database)
     conn = sqlite3.connect(database)
     expected = {table: python_rollup(conn, grain) for grain, table in ROLLUP_TABLES.items()}
-    expected["rollup_local_day"] = python_local_days(conn)
+    expected["rollup_local_day"], expected["rollup_local_week"] = python_local(conn, 1), python_local(conn, 7)
     conn.close()
     assert incremental == expected
     assert all(expected.values())  # something was stored in every table

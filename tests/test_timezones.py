@@ -12,6 +12,8 @@ import csv
 import functools
 import io
 import itertools
+import random
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo, available_timezones
@@ -24,10 +26,10 @@ from conftest import assert_error, bearer
 from oracle import all_labels, expected_usage
 from seed.generator import generate, seed_owner
 from support import catalogue_prices
-from usage_server import api, create_app, reports
+from usage_server import api, create_app, reports, timeranges
 from usage_server.auth import create_key
 from usage_server.db import connect, write_transaction
-from usage_server.queries import LOCAL_DAY
+from usage_server.queries import LOCAL_DAY, LOCAL_WEEK
 
 UTC = timezone.utc
 zone_info = functools.cache(ZoneInfo)  # zoneinfo's own cache keeps only a few zones
@@ -303,14 +305,15 @@ def test_a_year_across_both_changes_matches_the_oracle(store, zone, granularity)
 
 
 def test_fast_runs_read_local_days_and_the_others_do_not(store):
-    """What the "fast" runs prove is the local-day path: it must really be taken."""
+    """What the "fast" runs prove is the local path: it must really be taken."""
     conn = connect(store.app.config)
-    offsets = reports.local_day_offsets(conn)
+    offsets = reports.local_offsets(conn)
     conn.close()
     query = reports.UsageQuery(1, date(2026, 1, 1), date(2026, 12, 31), "custom", "day", "America/Los_Angeles")
     grains = [grain for grain, _, _ in reports.bucket_plan(query, offsets)[1]]
+    weekly = [grain for grain, _, _ in reports.bucket_plan(replace(query, granularity="week"), offsets)[1]]
     if not store.app.config["FAST_TIMEZONES"]:
-        assert offsets == set() and LOCAL_DAY not in grains
+        assert offsets == set() and not {LOCAL_DAY, LOCAL_WEEK} & {*grains, *weekly}
         return
     # Los Angeles, Kolkata, Kathmandu, St John's, Lord Howe, Chatham, Kiritimati, Apia
     assert {-28_800, -25_200, 19_800, 20_700, -12_600, -9_000, 37_800, 39_600, 41_400, 45_900, 49_500, 50_400,
@@ -318,6 +321,20 @@ def test_fast_runs_read_local_days_and_the_others_do_not(store):
     assert 0 not in offsets and all(offset % 900 == 0 for offset in offsets)
     # three segments (PST, PDT, PST): local days, with hours on the two change days only
     assert grains.count(LOCAL_DAY) == 3 and 900 not in grains and len(grains) <= 7
+    assert weekly.count(LOCAL_WEEK) == 3 and 900 not in weekly and len(weekly) <= 13
+
+
+@pytest.mark.parametrize("zone", [*ZONES[1:], *HISTORIC])
+def test_changes_looked_up_per_block_are_the_changes_probed_over_the_range(zone):
+    """segments() reads cached blocks of changes; probing the range itself must agree,
+    also for ranges that start, end or meet a change on a block's edge."""
+    info, rng = zone_info(zone), random.Random(zone)
+    block, edges = timeranges.CHANGE_BLOCK, changes(zone_info(zone), epoch(date(2026, 1, 1)), epoch(date(2027, 1, 1)))
+    bounds = [rng.randrange(0, 2_100_000_000) for _ in range(20)] + [n * block + d for n in range(1, 66, 8) for d in (-1, 0, 1)]
+    bounds += [edge + d for edge in edges for d in (-1, 0, 1)]
+    for lo in bounds:
+        for hi in (lo + 1, lo + 3_600, lo + rng.randrange(86_400, 3 * block)):
+            assert timeranges.segments(lo, hi, info) == timeranges.probe_segments(lo, hi, info), (lo, hi)
 
 
 # --- daylight-saving days, hour by hour ------------------------------------------------------------

@@ -43,7 +43,7 @@ def usage_rows(db: sqlite3.Connection, query: reports.UsageQuery):
     """(bucket, model) rows from the same rollup pieces as the JSON time series."""
     models = reports.usage_by_model(db, query, reports.series_totals(db, query))
     model_of = {row["id"]: row["model_id"] for row in db.execute(queries.OWNER_SERIES, {"owner_id": query.owner_id})}
-    labels, pieces = reports.bucket_plan(query, reports.local_day_offsets(db))
+    labels, pieces = reports.bucket_plan(query, reports.local_offsets(db))
     cells: dict[tuple[str, str], list[int]] = {}
     for grain, params, suffix in pieces:
         for row in db.execute(queries.BUCKET_SERIES[grain], params):

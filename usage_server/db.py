@@ -19,8 +19,9 @@ SCHEMA_CANDIDATES = (
     Path(__file__).resolve().parent / "schema.sql",  # wheel (copied at build time)
 )
 SCHEMA_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event'"
-LOCAL_DAYS_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_offset'"
-LOCAL_DAY_YEARS_AHEAD = 5  # FAST_TIMEZONES: offsets in use from 1970 to this many years from now
+LOCAL_ROLLUPS_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_local_week'"
+LOCAL_YEARS_AHEAD = 5  # FAST_TIMEZONES: offsets in use from 1970 to this many years from now
+START_UP_WAIT_MS = 600_000  # a worker starting while another builds local rollups waits for it
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
 KEPT_SETTINGS = ("DATABASE", "BUSY_TIMEOUT_MS", "SYNCHRONOUS", "MAX_PAGE_COUNT")  # fixed at connect
 
@@ -194,17 +195,17 @@ def init_db(conn: sqlite3.Connection, drop: bool = False) -> None:
     pricing.load_default_catalogue(conn)
 
 
-def wanted_local_day_offsets(config) -> set[int]:
-    """The offsets of DEFAULT_TIMEZONE and FAST_TIMEZONES that local-day rollups serve."""
-    until = datetime.now(timezone.utc).year + LOCAL_DAY_YEARS_AHEAD
+def wanted_local_offsets(config) -> set[int]:
+    """The offsets of DEFAULT_TIMEZONE and FAST_TIMEZONES that local rollups serve."""
+    until = datetime.now(timezone.utc).year + LOCAL_YEARS_AHEAD
     names = {config["DEFAULT_TIMEZONE"], *config.get("FAST_TIMEZONES", ())}
     return set().union(*(zone_day_offsets(name, until) for name in names))
 
 
 def ensure_schema(config) -> None:
     """At start-up: refuse unusable paths, create the schema in a new database (and the
-    tables added since in an older one), maintain the local days FAST_TIMEZONES asks for."""
-    from .ingest import register_local_days
+    tables added since in an older one), maintain the local rollups FAST_TIMEZONES asks for."""
+    from .ingest import register_local_offsets
 
     check_database_path(config["DATABASE"])
     try:
@@ -212,9 +213,10 @@ def ensure_schema(config) -> None:
         try:
             if conn.execute(SCHEMA_PRESENT).fetchone() is None:
                 init_db(conn)
-            elif conn.execute(LOCAL_DAYS_PRESENT).fetchone() is None:
+            elif conn.execute(LOCAL_ROLLUPS_PRESENT).fetchone() is None:
                 conn.executescript(schema_path().read_text())
-            register_local_days(conn, wanted_local_day_offsets(config))
+            conn.execute(f"PRAGMA busy_timeout = {START_UP_WAIT_MS}")
+            register_local_offsets(conn, wanted_local_offsets(config))
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:

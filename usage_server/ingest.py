@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from . import queries
 from .db import write_transaction
-from .queries import ROLLUP_TABLES, SLOT_PHASE
+from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE
 
 FINEST_GRAIN = min(ROLLUP_TABLES)
 from .money import priced_cost, usd_to_micros
@@ -124,13 +124,9 @@ def store_events(db: sqlite3.Connection, owner_id: int, events: list[NewEvent], 
                 queries.UPSERT_ROLLUP[grain],
                 [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
             )
-        offsets = [row[0] for row in db.execute(queries.LOCAL_DAY_OFFSETS)]
-        if offsets:
-            db.executemany(
-                queries.UPSERT_LOCAL_DAY,
-                [(owner_id, offset, slot, series_id, *sums)
-                 for offset in offsets for (slot, series_id), sums in local_days(finest, offset).items()],
-            )
+        offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
+        for key, slots in local_rollups(finest, offsets).items():
+            db.executemany(queries.UPSERT_LOCAL[key], [(owner_id, *slot, *sums) for slot, sums in slots.items()])
         db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
     result.accepted = len(rows)
     return result
@@ -150,14 +146,18 @@ def coarser(finest: dict) -> dict[int, dict]:
     return rollups
 
 
-def local_days(finest: dict, offset: int) -> dict:
-    """The sums per local day at `offset` (a multiple of the finest grain, so its slots nest)."""
-    days = {}
-    for (slot, series_id), sums in finest.items():
-        key = (slot - (slot + offset) % 86_400, series_id)
-        total = days.get(key)
-        days[key] = sums if total is None else [a + b for a, b in zip(total, sums)]  # never added to in place
-    return days
+def local_rollups(finest: dict, offsets: list[int]) -> dict[str, dict]:
+    """Per local grain, the sums per (offset, local slot, series): the finest slots nest in
+    local days (the offsets are multiples of the finest grain), local days in local weeks."""
+    slots = {(offset, slot, series_id): sums for (slot, series_id), sums in finest.items() for offset in offsets}
+    rollups = {}
+    for key in reversed(LOCAL_GRAINS):  # finest first
+        grain, phase = LOCAL_GRAINS[key]
+        parts = {}
+        for (offset, slot, series_id), sums in slots.items():
+            parts.setdefault((offset, slot - (slot + offset + phase) % grain, series_id), []).append(sums)
+        slots = rollups[key] = {slot: [sum(column) for column in zip(*rows)] for slot, rows in parts.items()}
+    return rollups
 
 
 def rebuild_rollups(db: sqlite3.Connection) -> None:
@@ -165,16 +165,17 @@ def rebuild_rollups(db: sqlite3.Connection) -> None:
     for grain in ROLLUP_TABLES:
         db.execute(queries.CLEAR_ROLLUP[grain])
         db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
-    db.execute(queries.CLEAR_LOCAL_DAYS)
-    db.execute(queries.REBUILD_LOCAL_DAYS)
+    for key, (grain, phase) in LOCAL_GRAINS.items():
+        db.execute(queries.CLEAR_LOCAL[key])
+        db.execute(queries.REBUILD_LOCAL[key], {"grain": grain, "phase": phase})
 
 
-def register_local_days(db: sqlite3.Connection, wanted: set[int]) -> None:
-    """Maintain local days at exactly the `wanted` offsets: drop the others, build new ones
-    from the quarter hours. Idempotent, so the workers of a server may all run it at start;
+def register_local_offsets(db: sqlite3.Connection, wanted: set[int]) -> None:
+    """Maintain local days and weeks at exactly the `wanted` offsets: drop the others, build
+    new ones from the quarter hours. Idempotent, so the workers of a server may all run it at start;
     a read-only database keeps what it has (reports read the offsets it lists)."""
     def registered() -> set[int]:
-        return {row[0] for row in db.execute(queries.LOCAL_DAY_OFFSETS)}
+        return {row[0] for row in db.execute(queries.LOCAL_OFFSETS)}
 
     if registered() == wanted:
         return
@@ -182,11 +183,13 @@ def register_local_days(db: sqlite3.Connection, wanted: set[int]) -> None:
         with write_transaction(db):
             have = registered()
             for offset in sorted(have - wanted):
-                db.execute(queries.DELETE_LOCAL_DAYS, {"utc_offset": offset})
-                db.execute(queries.DELETE_LOCAL_DAY_OFFSET, {"utc_offset": offset})
+                db.execute(queries.DELETE_LOCAL_OFFSET, {"utc_offset": offset})
+                for key in LOCAL_GRAINS:
+                    db.execute(queries.DELETE_LOCAL[key], {"utc_offset": offset})
             for offset in sorted(wanted - have):
-                db.execute(queries.INSERT_LOCAL_DAY_OFFSET, {"utc_offset": offset})
-                db.execute(queries.BUILD_LOCAL_DAYS, {"utc_offset": offset})
+                db.execute(queries.INSERT_LOCAL_OFFSET, {"utc_offset": offset})
+                for key, (grain, phase) in LOCAL_GRAINS.items():
+                    db.execute(queries.BUILD_LOCAL[key], {"utc_offset": offset, "grain": grain, "phase": phase})
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorname != "SQLITE_READONLY":
             raise

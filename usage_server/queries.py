@@ -8,8 +8,12 @@ ROLLUP_TABLES = {604_800: "rollup_week", 86_400: "rollup_day", 3_600: "rollup_ho
 # A slot starts where (epoch second + phase) % grain == 0: weeks start on Mondays
 # (1970-01-01 was a Thursday), the other grains at multiples of themselves.
 SLOT_PHASE = {604_800: 259_200, 86_400: 0, 3_600: 0, 900: 0}
-# Key of the rollup_local_day statements beside the grains: local days at a UTC offset.
-LOCAL_DAY = "local_day"
+# Local rollups (FAST_TIMEZONES), keyed beside the grains: local weeks (from Monday) and
+# local days at each UTC offset listed in rollup_offset; a slot starts where
+# (epoch second + offset + phase) % grain == 0. Coarsest first.
+LOCAL_DAY, LOCAL_WEEK = "local_day", "local_week"
+LOCAL_TABLES = {LOCAL_WEEK: "rollup_local_week", LOCAL_DAY: "rollup_local_day"}
+LOCAL_GRAINS = {LOCAL_WEEK: (604_800, 259_200), LOCAL_DAY: (86_400, 0)}  # (grain, phase)
 
 # --- owners and keys ------------------------------------------------------------
 
@@ -172,17 +176,18 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET""" + _ADD_EXCLUDED
 UPSERT_ROLLUP = {grain: _UPSERT_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 
-LOCAL_DAY_OFFSETS = """
+LOCAL_OFFSETS = """
 SELECT utc_offset
 FROM rollup_offset
 ORDER BY utc_offset
 """
 
-UPSERT_LOCAL_DAY = """
-INSERT INTO rollup_local_day (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
-                              platform_tokens, user_tokens, platform_cost, user_cost)
+_UPSERT_LOCAL = """
+INSERT INTO {table} (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (owner_id, utc_offset, slot_start, series_id) DO UPDATE SET""" + _ADD_EXCLUDED
+UPSERT_LOCAL = {key: _UPSERT_LOCAL.format(table=table) for key, table in LOCAL_TABLES.items()}
 
 BUMP_OWNER_VERSION = """
 INSERT INTO owner_version (owner_id, version)
@@ -201,7 +206,16 @@ SELECT COALESCE((SELECT version FROM owner_version WHERE owner_id = :owner_id), 
 
 # --- rebuilding rollups from the events ---------------------------------------------------
 
-# The sums of a usage series over raw events (also read by the reports).
+# The sums of a usage series, over rollup slots or over raw events (also read by the reports).
+_ROLLUP_SUMS = """
+       SUM(requests) AS requests,
+       SUM(unpriced) AS unpriced,
+       SUM(platform_tokens) AS platform_tokens,
+       SUM(user_tokens) AS user_tokens,
+       SUM(platform_cost) AS platform_cost,
+       SUM(user_cost) AS user_cost
+"""
+
 _EVENT_SUMS = """
        COUNT(*) AS requests,
        SUM(1 - priced) AS unpriced,
@@ -222,55 +236,45 @@ GROUP BY owner_id, slot_start, series_id
 CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.items()}
 REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 
-# Local days: the day of an instant s at offset o starts at s - ((s + o) mod 86400), with
-# the modulo made non-negative (SQLite's % keeps the sign of s + o).
-CLEAR_LOCAL_DAYS = """
-DELETE FROM rollup_local_day
-"""
-
-REBUILD_LOCAL_DAYS = """
-INSERT INTO rollup_local_day (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
-                              platform_tokens, user_tokens, platform_cost, user_cost)
+# Local slots: the slot of an instant s at offset o starts at s - ((s + o + phase) mod grain),
+# the modulo made non-negative (SQLite's % keeps the sign of its left side).
+_REBUILD_LOCAL = """
+INSERT INTO {table} (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
 SELECT owner_id,
        utc_offset,
-       ts_us / 1000000 - ((ts_us / 1000000 + utc_offset) % 86400 + 86400) % 86400 AS day_start,
-       series_id,""" + _EVENT_SUMS + """FROM usage_event, rollup_offset
-GROUP BY owner_id, utc_offset, day_start, series_id
+       ts_us / 1000000 - ((ts_us / 1000000 + utc_offset + :phase) % :grain + :grain) % :grain AS local_start,
+       series_id,""" + _EVENT_SUMS + """
+FROM usage_event, rollup_offset
+GROUP BY owner_id, utc_offset, local_start, series_id
 """
+REBUILD_LOCAL = {key: _REBUILD_LOCAL.format(table=table) for key, table in LOCAL_TABLES.items()}
+CLEAR_LOCAL = {key: f"DELETE FROM {table}" for key, table in LOCAL_TABLES.items()}
 
-# Registering an offset after data exists: its days are sums of whole quarter hours, since
+# Registering an offset after data exists: its slots are sums of whole quarter hours, since
 # a quarter-hour slot never straddles a local midnight at a multiple of 15 minutes.
-INSERT_LOCAL_DAY_OFFSET = """
+INSERT_LOCAL_OFFSET = """
 INSERT INTO rollup_offset (utc_offset)
 VALUES (:utc_offset)
 """
 
-BUILD_LOCAL_DAYS = """
-INSERT INTO rollup_local_day (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
-                              platform_tokens, user_tokens, platform_cost, user_cost)
+_BUILD_LOCAL = """
+INSERT INTO {table} (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
 SELECT owner_id,
        :utc_offset,
-       slot_start - ((slot_start + :utc_offset) % 86400 + 86400) % 86400 AS day_start,
-       series_id,
-       SUM(requests),
-       SUM(unpriced),
-       SUM(platform_tokens),
-       SUM(user_tokens),
-       SUM(platform_cost),
-       SUM(user_cost)
+       slot_start - ((slot_start + :utc_offset + :phase) % :grain + :grain) % :grain AS local_start,
+       series_id,""" + _ROLLUP_SUMS + """
 FROM rollup_quarter
-GROUP BY owner_id, day_start, series_id
+GROUP BY owner_id, local_start, series_id
 """
+BUILD_LOCAL = {key: _BUILD_LOCAL.format(table=table) for key, table in LOCAL_TABLES.items()}
 
-DELETE_LOCAL_DAY_OFFSET = """
+DELETE_LOCAL_OFFSET = """
 DELETE FROM rollup_offset
 WHERE utc_offset = :utc_offset
 """
-
-DELETE_LOCAL_DAYS = """
-DELETE FROM rollup_local_day
-WHERE utc_offset = :utc_offset
-"""
+DELETE_LOCAL = {key: f"DELETE FROM {table} WHERE utc_offset = :utc_offset" for key, table in LOCAL_TABLES.items()}
 
 # --- reading usage ------------------------------------------------------------------------
 # Buckets: strftime(:fmt, <slot start> + :offset, 'unixepoch', :shift, :align), where the
@@ -283,7 +287,7 @@ _SERIES_FILTER = """
 
 # Slots are summed first (in primary-key order, no sort), so strftime runs once per slot,
 # not once per slot and series.
-# {rows}: FROM and WHERE of the slots in range (_ROLLUP_RANGE or _LOCAL_DAY_RANGE).
+# {rows}: FROM and WHERE of the slots in range (_ROLLUP_RANGE or _LOCAL_RANGE).
 _ROLLUP_BUCKETS = """
 SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
        SUM(requests) AS requests,
@@ -298,15 +302,6 @@ FROM (SELECT slot_start,
 GROUP BY bucket
 """
 
-# The sums of a usage series, over rollup slots or over raw events.
-_ROLLUP_SUMS = """
-       SUM(requests) AS requests,
-       SUM(unpriced) AS unpriced,
-       SUM(platform_tokens) AS platform_tokens,
-       SUM(user_tokens) AS user_tokens,
-       SUM(platform_cost) AS platform_cost,
-       SUM(user_cost) AS user_cost
-"""
 
 _ROLLUP_RANGE = """
 FROM {table}
@@ -368,22 +363,23 @@ GROUP BY bucket, series_id
 BUCKET_SERIES = {grain: _ROLLUP_BUCKET_SERIES.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 BUCKET_SERIES[1] = EVENT_BUCKET_SERIES
 
-# Whole local days at the segment's offset (:offset both selects the rows and shifts them).
-_LOCAL_DAY_RANGE = """
-FROM rollup_local_day
+# Whole local slots at the segment's offset (:offset both selects the rows and shifts them).
+_LOCAL_RANGE = """
+FROM {table}
 WHERE owner_id = :owner_id
   AND utc_offset = :offset
   AND slot_start >= :lo
   AND slot_start < :hi
   AND """ + _SERIES_FILTER
 
-BUCKETS[LOCAL_DAY] = _ROLLUP_BUCKETS.format(rows=_LOCAL_DAY_RANGE)
-
-BUCKET_SERIES[LOCAL_DAY] = """
+_LOCAL_BUCKET_SERIES = """
 SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
-       series_id,""" + _ROLLUP_SUMS + _LOCAL_DAY_RANGE + """
+       series_id,""" + _ROLLUP_SUMS + _LOCAL_RANGE + """
 GROUP BY bucket, series_id
 """
+for _key, _table in LOCAL_TABLES.items():
+    BUCKETS[_key] = _ROLLUP_BUCKETS.format(rows=_LOCAL_RANGE.format(table=_table))
+    BUCKET_SERIES[_key] = _LOCAL_BUCKET_SERIES.format(table=_table)
 
 OWNER_SERIES = """
 SELECT id, config_id, model_id, provider, model_name

@@ -4,8 +4,8 @@ A query's UTC span is covered by "pieces": runs of whole slots of the coarsest r
 whose slots never straddle a bucket boundary (a UTC day cannot serve a day bucket
 in UTC-8, an hour can), with finer rollups, and at worst the raw events, at the edges.
 Each piece is one GROUP BY over strftime buckets, so the work grows with the buckets
-asked for, not with the events stored. Where the database keeps local days at a
-segment's offset (FAST_TIMEZONES), they serve its day, week and month buckets.
+asked for, not with the events stored. Where the database keeps local days and weeks
+at a segment's offset (FAST_TIMEZONES), they serve its day, week and month buckets.
 """
 import sqlite3
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from . import queries
 from .money import micros_to_usd
-from .queries import LOCAL_DAY, SLOT_PHASE
+from .queries import LOCAL_GRAINS, SLOT_PHASE
 from .timeranges import bucket_labels, hour_suffix, local_midnight, segments
 
 GRAINS = (604_800, 86_400, 3_600, 900, 1)  # rollup_week, _day, _hour, _quarter, usage_event
@@ -53,18 +53,21 @@ def cover(lo: int, hi: int, offset: int, max_grain: int) -> list[tuple[int, int,
     return []
 
 
-def local_day_cover(lo: int, hi: int, offset: int) -> list[tuple]:
-    """Whole local days at `offset` from rollup_local_day, finer pieces at the edges (a
-    segment that starts or ends mid-day, at a change of offset)."""
-    first, last = lo + -(lo + offset) % 86_400, hi - (hi + offset) % 86_400
-    if first >= last:
-        return cover(lo, hi, offset, 3_600)
-    return cover(lo, first, offset, 3_600) + [(LOCAL_DAY, first, last)] + cover(last, hi, offset, 3_600)
+def local_cover(lo: int, hi: int, offset: int, max_grain: int) -> list[tuple]:
+    """Like cover(), with the local weeks and days kept at `offset`: hours and quarter hours
+    remain only where a segment starts or ends mid-day (at a change of offset)."""
+    for key, (grain, phase) in LOCAL_GRAINS.items():
+        first, last = lo + -(lo + offset + phase) % grain, hi - (hi + offset + phase) % grain
+        if grain > max_grain or first >= last:
+            continue
+        return (local_cover(lo, first, offset, grain - 1) + [(key, first, last)]
+                + local_cover(last, hi, offset, grain - 1))
+    return cover(lo, hi, offset, 3_600)
 
 
-def local_day_offsets(db: sqlite3.Connection) -> frozenset[int]:
-    """The offsets rollup_local_day holds now (read in the request's snapshot)."""
-    return frozenset(row[0] for row in db.execute(queries.LOCAL_DAY_OFFSETS))
+def local_offsets(db: sqlite3.Connection) -> frozenset[int]:
+    """The offsets the local rollups hold now (read in the request's snapshot)."""
+    return frozenset(row[0] for row in db.execute(queries.LOCAL_OFFSETS))
 
 
 def span(query: UsageQuery) -> tuple[int, int]:
@@ -72,8 +75,9 @@ def span(query: UsageQuery) -> tuple[int, int]:
     return local_midnight(query.start, zone), local_midnight(query.end + timedelta(days=1), zone)
 
 
-def bucket_plan(query: UsageQuery, local_offsets: frozenset[int] = frozenset()) -> tuple[list[str], list[tuple]]:
-    """Every bucket label in order, and (grain, query parameters, label suffix) per piece."""
+def bucket_plan(query: UsageQuery, offsets: frozenset[int] = frozenset()) -> tuple[list[str], list[tuple]]:
+    """Every bucket label in order, and (grain, query parameters, label suffix) per piece;
+    `offsets`: those with local rollups."""
     zone = ZoneInfo(query.zone_name)
     lo, hi = span(query)
     segs = segments(lo, hi, zone)
@@ -82,8 +86,8 @@ def bucket_plan(query: UsageQuery, local_offsets: frozenset[int] = frozenset()) 
     pieces = []
     for seg in segs:
         suffix = hour_suffix(query.zone_name, seg.offset) if query.granularity == "hour" else ""
-        if query.granularity != "hour" and seg.offset in local_offsets:
-            spans = local_day_cover(seg.start, seg.end, seg.offset)
+        if query.granularity != "hour" and seg.offset in offsets:
+            spans = local_cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[query.granularity])
         else:
             spans = cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[query.granularity])
         for grain, first, last in spans:
@@ -97,7 +101,7 @@ def bucket_plan(query: UsageQuery, local_offsets: frozenset[int] = frozenset()) 
 
 def time_series(db: sqlite3.Connection, query: UsageQuery) -> list[dict]:
     """One zero-filled point per bucket, in order."""
-    labels, pieces = bucket_plan(query, local_day_offsets(db))
+    labels, pieces = bucket_plan(query, local_offsets(db))
     points = {label: [0, 0, 0] for label in labels}
     for grain, params, suffix in pieces:
         for bucket, requests, tokens, cost in db.execute(queries.BUCKETS[grain], params):

@@ -14,6 +14,7 @@ GRANULARITIES = ("hour", "day", "week", "month")
 MAX_BUCKETS = 10_000
 UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu"})
 PROBE_STEP = 86_400  # offsets change at most once a day in every zone in the database
+CHANGE_BLOCK = 365 * 86_400  # changes are looked up per block of this many seconds
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,29 @@ def offset_at(instant: int, zone: ZoneInfo) -> int:
 
 
 def segments(lo: int, hi: int, zone: ZoneInfo) -> list[Segment]:
-    """Split [lo, hi) where the zone's UTC offset changes (found by bisection)."""
+    """Split [lo, hi) where the zone's UTC offset changes."""
     if zone.key in UTC_NAMES:  # no changes to look for
         return [Segment(lo, hi, 0)]
+    result, start, offset = [], lo, offset_at(lo, zone)
+    for block in range(lo // CHANGE_BLOCK, (hi - 1) // CHANGE_BLOCK + 1):
+        for change, new_offset in block_changes(zone, block):
+            if lo < change < hi:
+                result.append(Segment(start, change, offset))
+                start, offset = change, new_offset
+    result.append(Segment(start, hi, offset))
+    return result
+
+
+@functools.lru_cache(maxsize=4096)
+def block_changes(zone: ZoneInfo, block: int) -> tuple[tuple[int, int], ...]:
+    """(instant, new offset) of every change in a block of CHANGE_BLOCK seconds: found once
+    per zone and block, since probing a year costs more than a whole report."""
+    lo = block * CHANGE_BLOCK
+    return tuple((seg.start, seg.offset) for seg in probe_segments(lo - 1, lo + CHANGE_BLOCK, zone)[1:])
+
+
+def probe_segments(lo: int, hi: int, zone: ZoneInfo) -> list[Segment]:
+    """Split [lo, hi) where the zone's UTC offset changes (found by bisection)."""
     result = []
     start, offset = lo, offset_at(lo, zone)
     probe = lo
