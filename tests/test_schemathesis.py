@@ -93,7 +93,9 @@ def fit_positive(case) -> None:
         if days:  # both dates, in order, within the 10,000-bucket limit, without a period
             query.pop("period", None)
             span = timedelta(days=400 if query.get("granularity") == "hour" else 9000)
-            end = min(days[-1], days[0] + span, LAST_DATE)
+            end = min(days[-1], LAST_DATE)
+            if end - days[0] > span:  # days[0] + span is then a real date, before LAST_DATE
+                end = days[0] + span
             query["startDate"], query["endDate"] = days[0].isoformat(), end.isoformat()
     if case.method == "POST" and case.operation.path == "/v1/model-usage/events" and isinstance(case.body, dict):
         for index, event in enumerate(case.body.get("events", [])):
