@@ -130,7 +130,9 @@ def test_keys_have_a_prefixed_format_that_scanners_can_find(runner, app):
 def test_the_raw_key_is_never_stored_only_its_hash(app, runner):
     result = runner.invoke(args=["create-key", "acme"])
     key = result.output.strip().splitlines()[-1]
-    secret = key.rsplit("_", 1)[1]
+    assert KEY_PATTERN.fullmatch(key)
+    secret = key[len("usk_") + 12 + 1:]  # the 40 characters after usk_<12 hex id>_ (they may hold "_")
+    assert len(secret) == 40
     listed = runner.invoke(args=["list-keys"])
     assert listed.exit_code == 0 and secret not in listed.output
     conn = sqlite3.connect(app.config["DATABASE"])
