@@ -104,7 +104,7 @@ def table(result: SizeResult) -> list[str]:
         f"| {LARGEST} (HTTP only) | | | | | | | {result.served.http_median_ms[LARGEST]:.2f} |",
         "",
         f"- seeding: {data.events:,} events in {data.seconds:.1f} s = {data.events / data.seconds:,.0f} events/s",
-        f"- ingestion over HTTP, 1,000-event batches, synchronous=FULL, rollups included: "
+        "- ingestion over HTTP, 1,000-event batches, synchronous=FULL, rollups included: "
         + ", ".join(f"{workers} workers {rate:,.0f} events/s" for workers, rate in result.ingest.items()),
         f"- a worker's peak RSS (VmHWM) after every query above and the largest range: "
         f"{result.served.peak_rss_mb:.0f} MB",

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from usage_server.auth import create_key  # noqa: E402
 from usage_server.db import connect, write_transaction  # noqa: E402
 
 BATCH = 1000
+START_SECONDS = 60  # a loaded machine can take a while to boot workers
 CONFIGS = {"cfg_chat": ("gpt-4o", "OpenAI"), "cfg_mini": ("gpt-4o-mini", "OpenAI"), "cfg_haiku": ("claude-haiku-4-5", "Anthropic")}
 ZONES = (timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8)),
          timezone(timedelta(hours=5, minutes=45)), None)  # None: written without an offset (UTC)
@@ -43,8 +45,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(database: str, workers: int):
-    """gunicorn on 127.0.0.1 and a free port; returns (process, base URL) once /health answers."""
+@contextmanager
+def gunicorn(database: str, workers: int):
+    """Yields (master process, base URL) once GET /health answers; always stopped on exit."""
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("USAGE_SERVER_")}
     env["USAGE_SERVER_DATABASE"] = database
@@ -53,15 +56,34 @@ def start_server(database: str, workers: int):
          "--chdir", str(REPO), "--log-level", "warning", "wsgi:app"],
         env=env, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                return process, base
-        except requests.ConnectionError:
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                if requests.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or still booting
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not start")
             time.sleep(0.1)
-    process.terminate()
-    raise RuntimeError("gunicorn did not start")
+        yield process, base
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def create_configs(base: str, key: str) -> None:
+    """The configurations the batches use (409: made by an earlier run)."""
+    for config_id, (model_id, provider) in CONFIGS.items():
+        response = requests.post(f"{base}/v1/model-configs", headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                                 json={"id": config_id, "modelId": model_id, "provider": provider})
+        if response.status_code not in (201, 409):
+            response.raise_for_status()
 
 
 def batch_bodies(count: int, seed: int) -> list[bytes]:
@@ -122,11 +144,8 @@ def main() -> None:
         with write_transaction(conn):
             key = create_key(conn, "bench", ["read", "write"])[1]
         conn.close()
-        process, base = start_server(database, args.workers)
-        try:
-            for config_id, (model_id, provider) in CONFIGS.items():
-                requests.post(f"{base}/v1/model-configs", json={"id": config_id, "modelId": model_id, "provider": provider},
-                              headers={"Authorization": f"Bearer {key}"}, timeout=10).raise_for_status()
+        with gunicorn(database, args.workers) as (_, base):
+            create_configs(base, key)
             post_all(base, key, batch_bodies(2, seed=-1))  # warm-up: imports, caches, first pages
             rates = []
             for run in range(args.runs):
@@ -134,9 +153,6 @@ def main() -> None:
                 rates.append(rate)
                 print(f"run {run + 1}: {rate:,.0f} events/s")
             health = requests.get(f"{base}/health", timeout=10).json()
-        finally:
-            process.terminate()
-            process.wait(30)
     print(f"median of {args.runs} runs: {statistics.median(rates):,.0f} events/s "
           f"({args.batches} x {BATCH}-event batches per run, {args.clients} client(s), {args.workers} workers, "
           f"synchronous={health['pragmas']['synchronous']}, journal_mode={health['pragmas']['journal_mode']})")

@@ -1,23 +1,17 @@
 """What needs a real server: ingestion rate, latency over HTTP, a worker's peak memory.
 
-gunicorn runs wsgi:app with sync workers and the server's durable defaults, on
-127.0.0.1 and a free port; it is always stopped before a function returns. Request
+gunicorn (ingest_http.gunicorn) runs wsgi:app with sync workers and the server's durable
+defaults, on 127.0.0.1 and a free port; it is always stopped before a function returns. Request
 bodies and the timed client come from benchmarks.ingest_http.
 """
-import os
 import statistics
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from . import ingest_http
-
-START_SECONDS = 60  # a loaded machine can take a while to boot workers
 
 
 @dataclass(frozen=True)
@@ -38,41 +32,9 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc status")
 
 
-@contextmanager
-def gunicorn(database: str, workers: int):
-    """Yields (master process, base URL) once GET /health answers; stops it on exit."""
-    port = ingest_http.free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("USAGE_SERVER_")}
-    env["USAGE_SERVER_DATABASE"] = database
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
-         "--chdir", str(ingest_http.REPO), "--log-level", "warning", "wsgi:app"],
-        env=env, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            try:
-                if requests.get(f"{base}/health", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not start")
-            time.sleep(0.1)
-        yield process, base
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def served(database: str, key: str, urls: dict, rounds: int) -> ServedFigures:
     """Each URL `rounds` times, round-robin, over HTTP to one worker; then its peak RSS."""
-    with gunicorn(database, 1) as (process, base):
+    with ingest_http.gunicorn(database, 1) as (process, base):
         samples = {name: [] for name in urls}
         with requests.Session() as session:
             session.headers["Authorization"] = f"Bearer {key}"
@@ -92,13 +54,8 @@ def served(database: str, key: str, urls: dict, rounds: int) -> ServedFigures:
 
 def ingestion_rate(database: str, key: str, workers: int, runs: int, batches: int, first_seed: int) -> float:
     """Median events/s of `runs` runs of `batches` 1,000-event batches, one client per worker."""
-    with gunicorn(database, workers) as (_, base):
-        headers = {"Authorization": f"Bearer {key}"}
-        for config_id, (model_id, provider) in ingest_http.CONFIGS.items():
-            response = requests.post(f"{base}/v1/model-configs", headers=headers, timeout=30,
-                                     json={"id": config_id, "modelId": model_id, "provider": provider})
-            if response.status_code not in (201, 409):  # 409: made by an earlier run
-                response.raise_for_status()
+    with ingest_http.gunicorn(database, workers) as (_, base):
+        ingest_http.create_configs(base, key)
         ingest_http.post_all(base, key, ingest_http.batch_bodies(workers, seed=first_seed))  # warm-up
         rates = [ingest_http.timed_run(base, key, ingest_http.batch_bodies(batches, seed=first_seed + 1 + run), workers)
                  for run in range(runs)]

@@ -5,7 +5,7 @@ import sqlite3
 from dataclasses import astuple
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from functools import partial, wraps
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, jsonify, request

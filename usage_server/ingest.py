@@ -3,14 +3,13 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
-from decimal import Decimal
 
 from . import queries
 from .db import write_transaction
+from .money import priced_cost, usd_to_micros
 from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE
 
 FINEST_GRAIN = min(ROLLUP_TABLES)
-from .money import priced_cost, usd_to_micros
 
 
 @dataclass(frozen=True)
