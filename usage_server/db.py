@@ -14,10 +14,9 @@ from flask import current_app, g, has_request_context
 
 from .timeranges import zone_day_offsets
 
-SCHEMA_CANDIDATES = (
-    Path(__file__).resolve().parent.parent / "schema.sql",  # source checkout / editable
-    Path(__file__).resolve().parent / "schema.sql",  # wheel (copied at build time)
-)
+# schema.sql lives at the top of the repository; the package holds a link to it, which
+# a wheel turns into a copy, so installed and checked-out servers read the same file.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.sql"
 SCHEMA_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event'"
 LOCAL_ROLLUPS_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_local_week'"
 LOCAL_YEARS_AHEAD = 5  # FAST_TIMEZONES: offsets in use from 1970 to this many years from now
@@ -28,13 +27,6 @@ KEPT_SETTINGS = ("DATABASE", "BUSY_TIMEOUT_MS", "SYNCHRONOUS", "MAX_PAGE_COUNT")
 
 class DatabaseSetupError(click.ClickException):
     """A database path that cannot be used, reported before anything is created."""
-
-
-def schema_path() -> Path:
-    for path in SCHEMA_CANDIDATES:
-        if path.exists():
-            return path
-    raise FileNotFoundError("schema.sql not found next to the package")
 
 
 def database_file(database: str) -> Path | None:
@@ -191,7 +183,7 @@ def init_db(conn: sqlite3.Connection, drop: bool = False) -> None:
         for table in tables:
             conn.execute(f'DROP TABLE IF EXISTS "{table}"')
         conn.execute("PRAGMA foreign_keys = ON")
-    conn.executescript(schema_path().read_text())
+    conn.executescript(SCHEMA_PATH.read_text())
     pricing.load_default_catalogue(conn)
 
 
@@ -214,7 +206,7 @@ def ensure_schema(config) -> None:
             if conn.execute(SCHEMA_PRESENT).fetchone() is None:
                 init_db(conn)
             elif conn.execute(LOCAL_ROLLUPS_PRESENT).fetchone() is None:
-                conn.executescript(schema_path().read_text())
+                conn.executescript(SCHEMA_PATH.read_text())
             conn.execute(f"PRAGMA busy_timeout = {START_UP_WAIT_MS}")
             register_local_offsets(conn, wanted_local_offsets(config))
         finally:
