@@ -132,8 +132,11 @@ CREATE TABLE IF NOT EXISTS rollup_day (
 -- Local days and weeks at a fixed UTC offset (FAST_TIMEZONES): slot_start is the UTC
 -- instant of a local midnight (of a Monday, for weeks) at utc_offset, so day, week and
 -- month buckets of a zone whose offset is not a whole number of days read one row per
--- day or week instead of 24 or 96 per day. rollup_offset lists the offsets maintained;
--- an offset not listed is served by the finer rollups.
+-- day or week instead of 24 or 96 per day. Local hours likewise, only at offsets that
+-- are not whole hours (at the others rollup_hour already holds the local hours), so
+-- hour buckets there read one row per hour instead of four quarter hours.
+-- rollup_offset lists the offsets maintained; an offset not listed is served by the
+-- finer rollups.
 CREATE TABLE IF NOT EXISTS rollup_offset (
     utc_offset  INTEGER PRIMARY KEY
 );
@@ -153,6 +156,20 @@ CREATE TABLE IF NOT EXISTS rollup_local_day (
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS rollup_local_week (
+    owner_id         INTEGER NOT NULL,
+    utc_offset       INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    series_id        INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_local_hour (
     owner_id         INTEGER NOT NULL,
     utc_offset       INTEGER NOT NULL,
     slot_start       INTEGER NOT NULL,

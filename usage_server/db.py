@@ -18,7 +18,7 @@ from .timeranges import zone_day_offsets
 # a wheel turns into a copy, so installed and checked-out servers read the same file.
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.sql"
 SCHEMA_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event'"
-LOCAL_ROLLUPS_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_local_week'"
+LOCAL_ROLLUPS_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_local_hour'"
 LOCAL_YEARS_AHEAD = 5  # FAST_TIMEZONES: offsets in use from 1970 to this many years from now
 START_UP_WAIT_MS = 600_000  # a worker starting while another builds local rollups waits for it
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
@@ -207,6 +207,7 @@ def ensure_schema(config) -> None:
                 init_db(conn)
             elif conn.execute(LOCAL_ROLLUPS_PRESENT).fetchone() is None:
                 conn.executescript(SCHEMA_PATH.read_text())
+                register_local_offsets(conn, set())  # offsets registered before lack the new table's rows
             conn.execute(f"PRAGMA busy_timeout = {START_UP_WAIT_MS}")
             register_local_offsets(conn, wanted_local_offsets(config))
         finally:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from . import queries
 from .db import write_transaction
 from .money import priced_cost, usd_to_micros
-from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE
+from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE, local_serves
 
 FINEST_GRAIN = min(ROLLUP_TABLES)
 
@@ -146,8 +146,9 @@ def coarser(finest: dict) -> dict[int, dict]:
 
 
 def local_rollups(finest: dict, offsets: list[int]) -> dict[str, dict]:
-    """Per local grain, the sums per (offset, local slot, series): the finest slots nest in
-    local days (the offsets are multiples of the finest grain), local days in local weeks."""
+    """Per local grain, the sums per (offset, local slot, series) at the offsets it serves: the
+    finest slots nest in local hours (the offsets are multiples of the finest grain), local
+    hours in local days, local days in local weeks."""
     slots = {(offset, slot, series_id): sums for (slot, series_id), sums in finest.items() for offset in offsets}
     rollups = {}
     for key in reversed(LOCAL_GRAINS):  # finest first
@@ -155,7 +156,8 @@ def local_rollups(finest: dict, offsets: list[int]) -> dict[str, dict]:
         parts = {}
         for (offset, slot, series_id), sums in slots.items():
             parts.setdefault((offset, slot - (slot + offset + phase) % grain, series_id), []).append(sums)
-        slots = rollups[key] = {slot: [sum(column) for column in zip(*rows)] for slot, rows in parts.items()}
+        slots = {slot: [sum(column) for column in zip(*rows)] for slot, rows in parts.items()}
+        rollups[key] = {slot: sums for slot, sums in slots.items() if local_serves(key, slot[0])}
     return rollups
 
 
@@ -164,13 +166,15 @@ def rebuild_rollups(db: sqlite3.Connection) -> None:
     for grain in ROLLUP_TABLES:
         db.execute(queries.CLEAR_ROLLUP[grain])
         db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
+    offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
     for key, (grain, phase) in LOCAL_GRAINS.items():
+        served = json.dumps([offset for offset in offsets if local_serves(key, offset)])
         db.execute(queries.CLEAR_LOCAL[key])
-        db.execute(queries.REBUILD_LOCAL[key], {"grain": grain, "phase": phase})
+        db.execute(queries.REBUILD_LOCAL[key], {"grain": grain, "phase": phase, "offsets": served})
 
 
 def register_local_offsets(db: sqlite3.Connection, wanted: set[int]) -> None:
-    """Maintain local days and weeks at exactly the `wanted` offsets: drop the others, build
+    """Maintain the local rollups at exactly the `wanted` offsets: drop the others, build
     new ones from the quarter hours. Idempotent, so the workers of a server may all run it at start;
     a read-only database keeps what it has (reports read the offsets it lists)."""
     def registered() -> set[int]:
@@ -188,7 +192,8 @@ def register_local_offsets(db: sqlite3.Connection, wanted: set[int]) -> None:
             for offset in sorted(wanted - have):
                 db.execute(queries.INSERT_LOCAL_OFFSET, {"utc_offset": offset})
                 for key, (grain, phase) in LOCAL_GRAINS.items():
-                    db.execute(queries.BUILD_LOCAL[key], {"utc_offset": offset, "grain": grain, "phase": phase})
+                    if local_serves(key, offset):
+                        db.execute(queries.BUILD_LOCAL[key], {"utc_offset": offset, "grain": grain, "phase": phase})
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorname != "SQLITE_READONLY":
             raise

@@ -8,12 +8,18 @@ ROLLUP_TABLES = {604_800: "rollup_week", 86_400: "rollup_day", 3_600: "rollup_ho
 # A slot starts where (epoch second + phase) % grain == 0: weeks start on Mondays
 # (1970-01-01 was a Thursday), the other grains at multiples of themselves.
 SLOT_PHASE = {604_800: 259_200, 86_400: 0, 3_600: 0, 900: 0}
-# Local rollups (FAST_TIMEZONES), keyed beside the grains: local weeks (from Monday) and
-# local days at each UTC offset listed in rollup_offset; a slot starts where
+# Local rollups (FAST_TIMEZONES), keyed beside the grains: local weeks (from Monday),
+# local days and local hours at each UTC offset listed in rollup_offset; a slot starts where
 # (epoch second + offset + phase) % grain == 0. Coarsest first.
-LOCAL_DAY, LOCAL_WEEK = "local_day", "local_week"
-LOCAL_TABLES = {LOCAL_WEEK: "rollup_local_week", LOCAL_DAY: "rollup_local_day"}
-LOCAL_GRAINS = {LOCAL_WEEK: (604_800, 259_200), LOCAL_DAY: (86_400, 0)}  # (grain, phase)
+LOCAL_HOUR, LOCAL_DAY, LOCAL_WEEK = "local_hour", "local_day", "local_week"
+LOCAL_TABLES = {LOCAL_WEEK: "rollup_local_week", LOCAL_DAY: "rollup_local_day", LOCAL_HOUR: "rollup_local_hour"}
+LOCAL_GRAINS = {LOCAL_WEEK: (604_800, 259_200), LOCAL_DAY: (86_400, 0), LOCAL_HOUR: (3_600, 0)}  # (grain, phase)
+
+
+def local_serves(key: str, offset: int) -> bool:
+    """Whether a local rollup holds rows at `offset`: local hours only where UTC hours do not
+    fall on local hours (offsets that are not whole hours); rollup_hour serves the others."""
+    return key != LOCAL_HOUR or offset % 3_600 != 0
 
 # --- owners and keys ------------------------------------------------------------
 
@@ -237,7 +243,8 @@ CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.
 REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 
 # Local slots: the slot of an instant s at offset o starts at s - ((s + o + phase) mod grain),
-# the modulo made non-negative (SQLite's % keeps the sign of its left side).
+# the modulo made non-negative (SQLite's % keeps the sign of its left side). :offsets: a JSON
+# list of the registered offsets the table serves (local_serves).
 _REBUILD_LOCAL = """
 INSERT INTO {table} (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
                      platform_tokens, user_tokens, platform_cost, user_cost)
@@ -246,13 +253,14 @@ SELECT owner_id,
        ts_us / 1000000 - ((ts_us / 1000000 + utc_offset + :phase) % :grain + :grain) % :grain AS local_start,
        series_id,""" + _EVENT_SUMS + """
 FROM usage_event, rollup_offset
+WHERE utc_offset IN (SELECT value FROM json_each(:offsets))
 GROUP BY owner_id, utc_offset, local_start, series_id
 """
 REBUILD_LOCAL = {key: _REBUILD_LOCAL.format(table=table) for key, table in LOCAL_TABLES.items()}
 CLEAR_LOCAL = {key: f"DELETE FROM {table}" for key, table in LOCAL_TABLES.items()}
 
 # Registering an offset after data exists: its slots are sums of whole quarter hours, since
-# a quarter-hour slot never straddles a local midnight at a multiple of 15 minutes.
+# a quarter-hour slot never straddles a local hour or midnight at a multiple of 15 minutes.
 INSERT_LOCAL_OFFSET = """
 INSERT INTO rollup_offset (utc_offset)
 VALUES (:utc_offset)

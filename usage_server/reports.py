@@ -5,7 +5,8 @@ whose slots never straddle a bucket boundary (a UTC day cannot serve a day bucke
 in UTC-8, an hour can), with finer rollups, and at worst the raw events, at the edges.
 Each piece is one GROUP BY over strftime buckets, so the work grows with the buckets
 asked for, not with the events stored. Where the database keeps local days and weeks
-at a segment's offset (FAST_TIMEZONES), they serve its day, week and month buckets.
+at a segment's offset (FAST_TIMEZONES), they serve its day, week and month buckets, and
+local hours its hour buckets at offsets that are not whole hours.
 """
 import sqlite3
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from . import queries
 from .money import micros_to_usd
-from .queries import LOCAL_GRAINS, SLOT_PHASE
+from .queries import LOCAL_GRAINS, SLOT_PHASE, local_serves
 from .timeranges import bucket_labels, hour_suffix, local_midnight, segments
 
 GRAINS = (604_800, 86_400, 3_600, 900, 1)  # rollup_week, _day, _hour, _quarter, usage_event
@@ -54,11 +55,11 @@ def cover(lo: int, hi: int, offset: int, max_grain: int) -> list[tuple[int, int,
 
 
 def local_cover(lo: int, hi: int, offset: int, max_grain: int) -> list[tuple]:
-    """Like cover(), with the local weeks and days kept at `offset`: hours and quarter hours
-    remain only where a segment starts or ends mid-day (at a change of offset)."""
+    """Like cover(), with the local weeks, days and hours kept at `offset`: finer slots remain
+    only where a segment starts or ends mid-day or mid-hour (at a change of offset)."""
     for key, (grain, phase) in LOCAL_GRAINS.items():
         first, last = lo + -(lo + offset + phase) % grain, hi - (hi + offset + phase) % grain
-        if grain > max_grain or first >= last:
+        if grain > max_grain or first >= last or not local_serves(key, offset):
             continue
         return (local_cover(lo, first, offset, grain - 1) + [(key, first, last)]
                 + local_cover(last, hi, offset, grain - 1))
@@ -86,7 +87,7 @@ def bucket_plan(query: UsageQuery, offsets: frozenset[int] = frozenset()) -> tup
     pieces = []
     for seg in segs:
         suffix = hour_suffix(query.zone_name, seg.offset) if query.granularity == "hour" else ""
-        if query.granularity != "hour" and seg.offset in offsets:
+        if seg.offset in offsets:
             spans = local_cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[query.granularity])
         else:
             spans = cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[query.granularity])
