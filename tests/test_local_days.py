@@ -1,4 +1,4 @@
-"""FAST_TIMEZONES: local days and weeks kept per UTC offset, registered and dropped at start-up.
+"""FAST_TIMEZONES: local days, weeks and hours kept per UTC offset, registered and dropped at start-up.
 
 Whenever a server starts, the local rollups hold exactly the offsets its zones use, and
 their rows equal both a rebuild from the events and a plain-Python aggregate, whether
@@ -17,7 +17,8 @@ from usage_server import create_app
 from usage_server.db import connect
 
 FORK = multiprocessing.get_context("fork")
-TABLES = ("rollup_local_day", "rollup_local_week")
+TABLES = ("rollup_local_day", "rollup_local_week", "rollup_local_hour")
+NONE_STORED = ([], dict.fromkeys(TABLES, []))
 LOCAL_COLUMNS = ("owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
                      "platform_cost, user_cost")
 # Kolkata +5:30; Kathmandu +5:30 until 1986, then +5:45; Chatham +12:45 and +13:45; Los Angeles -8 and -7
@@ -40,7 +41,8 @@ def stored(database: str) -> tuple[list[int], dict[str, list[tuple]]]:
 
 
 def python_local(database: str, offsets: list[int]) -> dict[str, list[tuple]]:
-    """The events summed per local calendar day and week (from Monday) at each offset, with datetime."""
+    """The events summed per local calendar day, week (from Monday) and hour at each offset, with
+    datetime; local hours only at offsets that are not whole hours."""
     sums = {table: defaultdict(lambda: [0] * 6) for table in TABLES}
     conn = sqlite3.connect(database)
     rows = conn.execute("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source "
@@ -51,7 +53,10 @@ def python_local(database: str, offsets: list[int]) -> dict[str, list[tuple]]:
         for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
             midnight = datetime.fromtimestamp(ts_us // 10**6, zone).replace(hour=0, minute=0, second=0)
             monday = midnight - timedelta(days=midnight.weekday())
-            for table, start in (("rollup_local_day", midnight), ("rollup_local_week", monday)):
+            starts = [("rollup_local_day", midnight), ("rollup_local_week", monday)]
+            if offset % 3_600:
+                starts.append(("rollup_local_hour", datetime.fromtimestamp(ts_us // 10**6, zone).replace(minute=0, second=0)))
+            for table, start in starts:
                 entry = sums[table][(owner_id, offset, int(start.timestamp()), series_id)]
                 entry[0] += 1
                 entry[1] += 1 - priced
@@ -74,7 +79,7 @@ def seeded(tmp_path) -> str:
     assert seed_owner(conn, "demo", events=4_000, days=120, seed=3, end=END) == 4_000
     assert seed_owner(conn, "other", events=600, days=400, seed=4, end=END) == 600
     conn.close()
-    assert stored(database) == ([], {"rollup_local_day": [], "rollup_local_week": []})
+    assert stored(database) == NONE_STORED
     return database
 
 
@@ -83,9 +88,22 @@ def test_registering_zones_after_the_data_builds_what_a_rebuild_builds(seeded):
     offsets, built = stored(seeded)
     assert offsets == FAST_OFFSETS
     assert built == python_local(seeded, offsets) and all(built.values())
+    assert {row[1] for row in built["rollup_local_hour"]} == {19_800, 20_700, 45_900, 49_500}  # not whole hours
     assert rebuilt(app) == built
     start(seeded, FAST)  # started again: nothing changes
     assert stored(seeded) == (offsets, built)
+
+
+def test_a_database_from_before_local_hours_gets_them_at_start(seeded):
+    start(seeded, FAST)
+    conn = sqlite3.connect(seeded)
+    conn.execute("DROP TABLE rollup_local_hour")  # as the schema was, with the offsets registered
+    conn.commit()
+    conn.close()
+    start(seeded, FAST)
+    offsets, rows = stored(seeded)
+    assert offsets == FAST_OFFSETS
+    assert rows == python_local(seeded, offsets) and all(rows.values())
 
 
 def test_unregistering_zones_removes_their_days_only(seeded):
@@ -95,7 +113,7 @@ def test_unregistering_zones_removes_their_days_only(seeded):
     assert offsets == [-28_800, -25_200, 19_800]
     assert rows == python_local(seeded, offsets)
     start(seeded)  # UTC needs none
-    assert stored(seeded) == ([], {"rollup_local_day": [], "rollup_local_week": []})
+    assert stored(seeded) == NONE_STORED
 
 
 def test_ingestion_keeps_registered_days(seeded, make_key):

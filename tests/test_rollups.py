@@ -19,7 +19,8 @@ COLUMNS = "owner_id, slot_start, series_id, requests, unpriced, platform_tokens,
 WEEK = 7 * 86_400
 FORK = multiprocessing.get_context("fork")
 CONFIGS = (("cfg_priced", "gpt-4o", "OpenAI"), ("cfg_unlisted", "house-model", "Acme"), ("cfg_mini", "gpt-4o-mini", "OpenAI"))
-FAST = "America/Los_Angeles,Asia/Kathmandu"  # local days at -8:00, -7:00, +5:30 and +5:45 too
+FAST = "America/Los_Angeles,Asia/Kathmandu"  # local days at -8:00, -7:00, +5:30 and +5:45 too, local hours at the last two
+LOCAL_TABLES = ("rollup_local_day", "rollup_local_week", "rollup_local_hour")
 
 
 @pytest.fixture
@@ -49,15 +50,19 @@ def python_rollup(conn: sqlite3.Connection, grain: int) -> list[tuple]:
 
 
 def python_local(conn: sqlite3.Connection, days: int) -> list[tuple]:
-    """Per registered offset, the events summed per calendar day (1) or week (7) at that offset."""
+    """Per registered offset, the events summed per calendar day (1) or week (7) at that offset,
+    or (0) per local hour at the offsets that are not whole hours."""
     offsets = [row[0] for row in conn.execute("SELECT utc_offset FROM rollup_offset")]
     assert sorted(offsets) == [-28_800, -25_200, 19_800, 20_700]
     sums = defaultdict(lambda: [0] * 6)
     rows = conn.execute("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source FROM usage_event")
     for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
-        for offset in offsets:
+        for offset in offsets if days else [offset for offset in offsets if offset % 3_600]:
             local = datetime.fromtimestamp(ts_us // 1_000_000, timezone(timedelta(seconds=offset)))
-            start = local.replace(hour=0, minute=0, second=0) - timedelta(days=local.weekday() if days == 7 else 0)
+            if days:
+                start = local.replace(hour=0, minute=0, second=0) - timedelta(days=local.weekday() if days == 7 else 0)
+            else:
+                start = local.replace(minute=0, second=0)
             entry = sums[(owner_id, offset, int(start.timestamp()), series_id)]
             entry[0] += 1
             entry[1] += 1 - priced
@@ -70,7 +75,7 @@ def stored_rollups(database: str) -> dict[str, list[tuple]]:
     conn = sqlite3.connect(database)
     tables = {table: conn.execute(f"SELECT {COLUMNS} FROM {table} ORDER BY 1, 2, 3").fetchall()
               for table in ROLLUP_TABLES.values()}
-    for table in ("rollup_local_day", "rollup_local_week"):
+    for table in LOCAL_TABLES:
         tables[table] = conn.execute(
             "SELECT owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
             f"platform_cost, user_cost FROM {table} ORDER BY 1, 2, 3, 4").fetchall()
@@ -79,8 +84,9 @@ def stored_rollups(database: str) -> dict[str, list[tuple]]:
 
 
 def copies(table: str) -> int:
-    """How many times a table counts an event: once per offset in the local rollups."""
-    return 4 if table.startswith("rollup_local") else 1
+    """How many times a table counts an event: once per offset in the local rollups (local
+    hours: at +5:30 and +5:45 only)."""
+    return {"rollup_local_hour": 2}.get(table, 4 if table.startswith("rollup_local") else 1)
 
 
 def assert_rollups_are_the_events(app, runner) -> dict[str, list[tuple]]:
@@ -89,7 +95,7 @@ def assert_rollups_are_the_events(app, runner) -> dict[str, list[tuple]]:
     incremental = stored_rollups(database)
     conn = sqlite3.connect(database)
     expected = {table: python_rollup(conn, grain) for grain, table in ROLLUP_TABLES.items()}
-    expected["rollup_local_day"], expected["rollup_local_week"] = python_local(conn, 1), python_local(conn, 7)
+    expected.update(zip(LOCAL_TABLES, (python_local(conn, 1), python_local(conn, 7), python_local(conn, 0))))
     conn.close()
     assert incremental == expected
     assert all(expected.values())  # something was stored in every table

@@ -25,9 +25,11 @@ EVENT_IDS = tuple(f"ev{i}" for i in range(24)) + ("run:1", "run:2.a")
 WINDOW_START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 WINDOW_SECONDS = 10 * 86_400
 QUERY_DAYS = (date(2026, 2, 27), date(2026, 3, 13))
-ZONES = ("UTC", "America/Los_Angeles", "Asia/Kathmandu")
-FAST_TIMEZONES = "America/Los_Angeles"  # its days from local-day rollups, Kathmandu's from quarter hours
-OFFSETS = (None, "Z", "+05:45", "-08:00", "+01:00")
+ZONES = ("UTC", "America/Los_Angeles", "Asia/Kathmandu", "Asia/Kolkata")
+# days of Los Angeles and Kolkata from local-day rollups, Kolkata's hours from local hours,
+# Kathmandu's from quarter hours
+FAST_TIMEZONES = "America/Los_Angeles,Asia/Kolkata"
+OFFSETS = (None, "Z", "+05:45", "+05:30", "-08:00", "+01:00")
 PRICES, NAMES = catalogue_prices(), catalogue_names()
 STATS = {"sequences": 0, "steps": 0}
 

@@ -29,7 +29,7 @@ from support import catalogue_prices
 from usage_server import api, create_app, reports, timeranges
 from usage_server.auth import create_key
 from usage_server.db import connect, write_transaction
-from usage_server.queries import LOCAL_DAY, LOCAL_WEEK
+from usage_server.queries import LOCAL_DAY, LOCAL_HOUR, LOCAL_WEEK
 
 UTC = timezone.utc
 zone_info = functools.cache(ZoneInfo)  # zoneinfo's own cache keeps only a few zones
@@ -312,9 +312,23 @@ def test_fast_runs_read_local_days_and_the_others_do_not(store):
     query = reports.UsageQuery(1, date(2026, 1, 1), date(2026, 12, 31), "custom", "day", "America/Los_Angeles")
     grains = [grain for grain, _, _ in reports.bucket_plan(query, offsets)[1]]
     weekly = [grain for grain, _, _ in reports.bucket_plan(replace(query, granularity="week"), offsets)[1]]
+    # hours as in the year-long hour test: Kolkata +5:30, Kathmandu +5:45, Adelaide +10:30/+9:30
+    # (changes at local hours), Chatham +13:45/+12:45 (changes at 2:45), Los Angeles at whole hours
+    hour_query = replace(query, start=date(2026, 3, 1), end=date(2026, 11, 8), granularity="hour")
+    hourly = {zone: [grain for grain, _, _ in reports.bucket_plan(replace(hour_query, zone_name=zone), offsets)[1]]
+              for zone in ("Asia/Kolkata", "Asia/Kathmandu", "Australia/Adelaide", "Pacific/Chatham",
+                           "America/Los_Angeles")}
     if not store.app.config["FAST_TIMEZONES"]:
-        assert offsets == set() and not {LOCAL_DAY, LOCAL_WEEK} & {*grains, *weekly}
+        assert offsets == set() and not {LOCAL_DAY, LOCAL_WEEK, LOCAL_HOUR} & {*grains, *weekly}
+        assert all(LOCAL_HOUR not in plan and 900 in plan for zone, plan in hourly.items() if zone != "America/Los_Angeles")
+        assert hourly["America/Los_Angeles"] == [3_600, 3_600, 3_600]
         return
+    # one row per series and hour: every piece local hours, no quarter hour read
+    assert hourly["Asia/Kolkata"] == hourly["Asia/Kathmandu"] == [LOCAL_HOUR]
+    assert hourly["Australia/Adelaide"] == [LOCAL_HOUR] * 3
+    chatham = hourly["Pacific/Chatham"]  # the hours cut by a change from quarter hours
+    assert chatham.count(LOCAL_HOUR) == 3 and set(chatham) == {LOCAL_HOUR, 900} and len(chatham) <= 7
+    assert hourly["America/Los_Angeles"] == [3_600, 3_600, 3_600]  # rollup_hour: no local hours at whole hours
     # Los Angeles, Kolkata, Kathmandu, St John's, Lord Howe, Chatham, Kiritimati, Apia
     assert {-28_800, -25_200, 19_800, 20_700, -12_600, -9_000, 37_800, 39_600, 41_400, 45_900, 49_500, 50_400,
             -36_000, -39_600} <= offsets
