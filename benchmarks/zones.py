@@ -5,7 +5,7 @@
 
 One seeded database. First without local days: UTC and every zone timed in the same
 rounds, round-robin, so a noisy neighbour slows all alike. Then the server starts with
-FAST_TIMEZONES (its start-up builds the local days from the quarter hours, timed) and the
+FAST_TIMEZONES (its start-up builds the local rollups from the quarter hours, timed) and the
 same rounds run again; every answer must equal the first phase's. Ingestion of
 1,000-event batches (in-process, one durable transaction each) is timed in both phases.
 """
@@ -121,7 +121,7 @@ def table(data, phases, same, ingest, offsets, build_seconds, local_rows, quarte
     lines += [
         "",
         f"- FAST_TIMEZONES={','.join(ZONES)}: offsets {', '.join(f'{offset:+d}' for offset in offsets)} s; "
-        f"start-up built {local_rows:,} local day and week rows from {quarter_rows:,} quarter-hour rows in {build_seconds:.2f} s",
+        f"start-up built {local_rows:,} local week, day and hour rows from {quarter_rows:,} quarter-hour rows in {build_seconds:.2f} s",
         f"- ingestion in-process, 1,000-event batches, synchronous=FULL: without local days "
         f"{ingest['without']:,.0f} events/s, with {len(offsets)} offsets {ingest['with']:,.0f} events/s "
         f"({ingest['with'] / ingest['without']:.2f}×)",
