@@ -154,10 +154,11 @@ def model_usage():
         raise ApiError(400, "startDate must not be after today when endDate is not given",
                        [detail("startDate", "must not be after today", "INVALID_RANGE",
                                "use a startDate on or before today, or send endDate too")])
-    buckets = count_buckets(start, end, args["granularity"])
     if args["granularity"] == "hour":
         lo, hi = local_midnight(start, zone), local_midnight(end + timedelta(days=1), zone)
         buckets = count_hour_buckets(lo, hi, zone, zone_name)
+    else:
+        buckets = count_buckets(start, end, args["granularity"])
     if buckets > MAX_BUCKETS:
         raise ApiError(
             400,

@@ -146,16 +146,13 @@ def hour_suffix(zone_name: str, offset: int) -> str:
 
 
 def count_buckets(start: date, end: date, granularity: str) -> int:
-    """Number of buckets, without building them (hour is an upper bound within a day)."""
-    days = (end - start).days + 1
+    """Number of day, week or month buckets, without building them (hours: count_hour_buckets)."""
     if granularity == "day":
-        return days
+        return (end - start).days + 1
     if granularity == "week":
         first = start - timedelta(days=start.weekday())
         return (end - first).days // 7 + 1
-    if granularity == "month":
-        return (end.year - start.year) * 12 + end.month - start.month + 1
-    return days * 24
+    return (end.year - start.year) * 12 + end.month - start.month + 1
 
 
 def count_hour_buckets(lo: int, hi: int, zone: ZoneInfo, zone_name: str) -> int:
