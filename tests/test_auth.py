@@ -122,6 +122,7 @@ def test_valid_key_without_the_scope_is_a_403(client, make_key, scopes, method, 
     key = make_key("acme", scopes)
     response = client.open(url, method=method, headers=bearer(key), json=body)
     body = assert_error(response, 403, "forbidden")
+    assert body["error"] == f'this key lacks the "{"write" if method == "POST" else "read"}" scope'
     assert "details" not in body
     assert response.headers.get("WWW-Authenticate", "Bearer").startswith("Bearer")
 

@@ -127,7 +127,10 @@ def test_bad_limits_are_400_naming_limit(client, make_key, query):
 def test_unknown_query_parameters_are_400(client, make_key):
     key = make_key()
     create_config(client, key, "cfg_a")
-    assert_error(details(client, key, "cfg_a", "?offset=5"), 400, "invalid_request", path="offset")
+    body = assert_error(details(client, key, "cfg_a", "?offset=5"), 400, "invalid_request", path="offset")
+    assert body["error"] == "offset: is not an accepted query parameter"
+    assert body["details"] == [{"code": "UNKNOWN_FIELD", "message": "is not an accepted query parameter",
+                                "path": "offset", "suggestion": "use one of: limit"}]
 
 
 @pytest.mark.parametrize("config_id", ["x" * 65, "bad%20id", "a%2Fb", "a/b", "caf%C3%A9", "a:b", "a%00b", "%2E%2E%2Fsecret"])

@@ -174,7 +174,7 @@ def test_model_id_and_provider_are_required(client, make_key, missing):
     key = make_key()
     body = {name: value for name, value in VALID.items() if name != missing}
     detail = assert_error(post_config(client, key, body), 400, "invalid_request", path=missing)["details"]
-    assert detail == [{"code": "REQUIRED", "message": "Missing data for required field.", "path": missing}]
+    assert detail == [{"code": "REQUIRED", "message": "is required", "path": missing}]
 
 
 @pytest.mark.parametrize(

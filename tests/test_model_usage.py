@@ -428,6 +428,20 @@ def test_invalid_query_is_a_400_naming_the_field(world, pin, query, path):
     response = world["client"].get(f"/v1/model-usage?{query}", headers=bearer(world["keys"]["acme"]))
     body = assert_error(response, 400, "invalid_request", path)
     assert all(item["code"] == item["code"].upper() for item in body["details"])
+    sentence = body["error"].removeprefix(f"{path}: ")
+    assert sentence[0].islower() and not sentence.endswith("."), body["error"]  # never "Unknown field."
+    assert all(item["message"][0].islower() for item in body["details"]), body
+
+
+@pytest.mark.parametrize("name", ["foo", "start_date", "limit"])
+def test_an_unknown_parameter_is_told_the_accepted_ones(world, pin, name):
+    pin("mid_march")
+    response = world["client"].get(f"/v1/model-usage?{name}=1", headers=bearer(world["keys"]["acme"]))
+    body = assert_error(response, 400, "invalid_request", name)
+    assert body["error"] == f"{name}: is not an accepted query parameter"
+    assert body["details"] == [{
+        "code": "UNKNOWN_FIELD", "message": "is not an accepted query parameter", "path": name,
+        "suggestion": "use one of: startDate, endDate, period, granularity, modelConfigId, timezone"}]
 
 
 @pytest.mark.parametrize("config_id", ["cfg_missing", "cfg_edge", "a" * 64])

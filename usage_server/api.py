@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 
 from . import queries, reports
-from .auth import current_owner_id, now_iso, token_auth
+from .auth import current_owner_id, now_iso, requires_scope
 from .csvexport import details_csv, usage_csv, wants_csv
 from .db import get_db, read_snapshot, write_transaction
 from .errors import ApiError, detail, error_response
@@ -143,7 +143,7 @@ def config_json(row) -> dict:
 
 
 @bp.get("/v1/model-usage")
-@token_auth.login_required(role="read")
+@requires_scope("read")
 def model_usage():
     args = load_query(UsageQuerySchema())
     owner_id = current_owner_id()
@@ -178,7 +178,7 @@ def model_usage():
 
 
 @bp.get("/v1/model-usage/<path:config_id>")  # so a "/" in an id is a 400, not a 404
-@token_auth.login_required(role="read")
+@requires_scope("read")
 def model_usage_details(config_id):
     args = load_query(DetailsQuerySchema())
     owner_id = current_owner_id()
@@ -225,7 +225,7 @@ def details_json(config, rows) -> dict:
 
 
 @bp.post("/v1/model-configs")
-@token_auth.login_required(role="write")
+@requires_scope("write")
 def create_model_config():
     data = load_body(ModelConfigSchema())
     owner_id = current_owner_id()
@@ -256,7 +256,7 @@ def create_model_config():
 
 
 @bp.get("/v1/model-configs")
-@token_auth.login_required(role="read")
+@requires_scope("read")
 def list_model_configs():
     load_query(EmptyQuerySchema())
     rows = get_db().execute(queries.LIST_CONFIGS, {"owner_id": current_owner_id()}).fetchall()
@@ -264,7 +264,7 @@ def list_model_configs():
 
 
 @bp.get("/v1/model-configs/usage")
-@token_auth.login_required(role="read")
+@requires_scope("read")
 def model_configs_usage():
     load_query(EmptyQuerySchema())
     rows = get_db().execute(queries.CONFIG_USAGE, {"owner_id": current_owner_id()}).fetchall()
@@ -285,7 +285,7 @@ def model_configs_usage():
 
 
 @bp.post("/v1/model-usage/events")
-@token_auth.login_required(role="write")
+@requires_scope("write")
 def record_events():
     document = parse_body()
     events = fast_events(document)

@@ -4,6 +4,7 @@ import hmac
 import re
 import secrets
 from datetime import datetime, timezone
+from functools import wraps
 
 from flask import g, request
 from flask_httpauth import HTTPTokenAuth
@@ -80,10 +81,26 @@ def get_user_roles(user):
     return user["scopes"]
 
 
+def requires_scope(scope: str):
+    """A view that needs a key with `scope`; a key without it is told which scope it lacks."""
+
+    def decorate(view):
+        protected = token_auth.login_required(role=scope)(view)
+
+        @wraps(view)
+        def checked(*args, **kwargs):
+            g.required_scope = scope
+            return protected(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
 @token_auth.error_handler
 def auth_error(status):
     if status == 403:
-        return error_response(403)
+        return error_response(403, f'this key lacks the "{g.get("required_scope")}" scope')
     return error_response(401, headers={"WWW-Authenticate": token_auth.authenticate_header()})
 
 

@@ -39,17 +39,17 @@ UNAVAILABLE = {
     "SQLITE_READONLY": "the database is read-only; nothing was stored",
     "SQLITE_INTERRUPT": "the query ran past the server's time limit",
 }
-# marshmallow's messages, mapped to stable upper-case codes for `details`
-DETAIL_CODES = {
-    "Unknown field.": "UNKNOWN_FIELD",
-    "Missing data for required field.": "REQUIRED",
-    "Field may not be null.": "REQUIRED",
-    "Not a valid integer.": "INVALID_TYPE",
-    "Not a valid number.": "INVALID_TYPE",
-    "Not a valid string.": "INVALID_TYPE",
-    "Not a valid list.": "INVALID_TYPE",
-    "Not a valid mapping type.": "INVALID_TYPE",
-    "Invalid input type.": "INVALID_TYPE",
+# marshmallow's own messages, as the stable upper-case code and lower-case sentence of `details`
+LIBRARY_MESSAGES = {
+    "Unknown field.": ("UNKNOWN_FIELD", "is not an accepted field"),
+    "Missing data for required field.": ("REQUIRED", "is required"),
+    "Field may not be null.": ("REQUIRED", "must not be null"),
+    "Not a valid integer.": ("INVALID_TYPE", "must be an integer"),
+    "Not a valid number.": ("INVALID_TYPE", "must be a number"),
+    "Not a valid string.": ("INVALID_TYPE", "must be a string"),
+    "Not a valid list.": ("INVALID_TYPE", "must be a list"),
+    "Not a valid mapping type.": ("INVALID_TYPE", "must be an object"),
+    "Invalid input type.": ("INVALID_TYPE", "must be an object"),
 }
 
 
@@ -65,7 +65,7 @@ class ApiError(Exception):
 
 
 def detail(path, message, code=None, suggestion=None):
-    item = {"code": code or DETAIL_CODES.get(message, "INVALID"), "message": message, "path": path}
+    item = {"code": code or "INVALID", "message": message, "path": path}
     if suggestion:
         item["suggestion"] = suggestion
     return item
@@ -103,7 +103,7 @@ def validation_details(err: ValidationError) -> list[dict]:
     """Messages may carry a code and a suggestion: "CODE|message|suggestion"."""
     details = []
     for path, message in flatten(err.messages):
-        parts = message.split("|", 2) if "|" in message else ["", message]
+        parts = message.split("|", 2) if "|" in message else [*LIBRARY_MESSAGES.get(message, ("", message))]
         code, text, suggestion = (parts + [None])[:3]
         details.append(detail(path, text, code or None, suggestion))
     return details

@@ -65,15 +65,34 @@ def available_zone_names() -> set[str]:
     return _ZONES
 
 
+class StrictSchema(Schema):
+    """Unknown keys are errors that list what is accepted, in the style of every other 400."""
+
+    what = "field"  # the word for this schema's keys in the unknown-key message
+
+    class Meta:
+        unknown = RAISE
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        accepted = ", ".join(field.data_key or name for name, field in self.load_fields.items())
+        self.error_messages = {
+            **self.error_messages,
+            "unknown": f"UNKNOWN_FIELD|is not an accepted {self.what}|use one of: {accepted}"
+            if accepted else f"UNKNOWN_FIELD|is not an accepted {self.what}|send none",
+        }
+
+
+class QuerySchema(StrictSchema):
+    what = "query parameter"
+
+
 config_id_field = dict(
     validate=validate.Regexp(CONFIG_ID, error="INVALID_ID|must be 1 to 64 characters of A-Z a-z 0-9 _ . -")
 )
 
 
-class UsageQuerySchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class UsageQuerySchema(QuerySchema):
     start_date = IsoDate(data_key="startDate", load_default=None)
     end_date = IsoDate(data_key="endDate", load_default=None)
     period = fields.String(load_default=None, validate=one_of(PERIODS))
@@ -95,10 +114,7 @@ class UsageQuerySchema(Schema):
             )
 
 
-class DetailsQuerySchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class DetailsQuerySchema(QuerySchema):
     limit = fields.Integer(
         load_default=50,
         validate=validate.Range(1, 1000, error="OUT_OF_RANGE|must be between 1 and 1000|use 1 to 1000"),
@@ -106,9 +122,8 @@ class DetailsQuerySchema(Schema):
     )
 
 
-class EmptyQuerySchema(Schema):
-    class Meta:
-        unknown = RAISE
+class EmptyQuerySchema(QuerySchema):
+    """Endpoints that take no query parameters."""
 
 
 class Settings(fields.Dict):
@@ -134,11 +149,8 @@ def plain_json(value, depth=1):
     return value
 
 
-class ModelConfigSchema(Schema):
+class ModelConfigSchema(StrictSchema):
     """Body of POST /v1/model-configs (the reference client's own body works too)."""
-
-    class Meta:
-        unknown = RAISE
 
     id = fields.String(load_default=None, **config_id_field)
     display_name = fields.String(data_key="displayName", load_default=None, validate=validate.Length(1, 200))
@@ -199,10 +211,7 @@ def token_count(**kwargs):
     )
 
 
-class EventSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class EventSchema(StrictSchema):
     id = fields.String(
         required=True,
         validate=validate.Regexp(EVENT_ID, error="INVALID_ID|must be 1 to 128 characters of A-Z a-z 0-9 _ . : -"),
@@ -220,10 +229,7 @@ class EventSchema(Schema):
                                    error_messages=NOT_NULL)
 
 
-class EventBatchSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
+class EventBatchSchema(StrictSchema):
     events = fields.List(
         fields.Nested(EventSchema),
         required=True,
