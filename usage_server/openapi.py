@@ -8,7 +8,6 @@ import re
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
-from werkzeug.exceptions import HTTPException
 
 from . import __version__, schemas
 from .auth import KEY_PATTERN
@@ -202,8 +201,9 @@ def build_spec(app) -> dict:
         openapi_version="3.0.3",
         plugins=[plugin],
         info={
-            "description": "Self-hosted LLM usage and cost analytics. Money is US dollars (6 decimals), "
-                           "time is UTC, every error has the shape of `Error`.",
+            "description": "Self-hosted LLM usage and cost analytics. Money is US dollars (6 decimals). "
+                           "Instants are ISO 8601 and stored in UTC; usage is bucketed in UTC unless a "
+                           "request names an IANA `timezone`. Every error has the shape of `Error`.",
             "license": {"name": "MIT"},
         },
     )
@@ -230,32 +230,14 @@ def build_spec(app) -> dict:
 
 
 def path_items(app) -> dict:
-    """Every documented (path, method) the app answers, from its url_map.
-
-    A fixed path also answers the methods of a templated route it matches: GET
-    /v1/model-usage/events is the details of a configuration whose id is "events".
-    """
+    """Every documented (path, method) the app answers, once each, from its url_map."""
     items = {}
-    adapter = app.url_map.bind("localhost")
     for rule in app.url_map.iter_rules():
         if rule.endpoint in UNDOCUMENTED:
             continue
         path, names = openapi_path(rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            if (rule.endpoint, method.lower()) in OPERATIONS:
-                items.setdefault(path, {})[method.lower()] = operation(OPERATIONS[(rule.endpoint, method.lower())], names)
-        if rule.arguments:
-            continue
-        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-            try:
-                endpoint, _ = adapter.match(rule.rule, method)
-            except HTTPException:
-                continue
-            if endpoint != rule.endpoint and (endpoint, method.lower()) in OPERATIONS:
-                shadowed = operation(OPERATIONS[(endpoint, method.lower())], [])
-                template = openapi_path(next(app.url_map.iter_rules(endpoint)))[0]
-                shadowed["summary"] = f"{method} {template}, for the id {rule.rule.rsplit('/', 1)[-1]!r}"
-                items.setdefault(path, {})[method.lower()] = shadowed
+            items.setdefault(path, {})[method.lower()] = operation(OPERATIONS[(rule.endpoint, method.lower())], names)
     return items
 
 
