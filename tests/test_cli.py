@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -211,6 +212,25 @@ def test_seed_is_deterministic_and_prints_a_read_only_key(app, client, runner, t
     assert_error(client.post("/v1/model-configs", json={"modelId": "gpt-4o", "provider": "OpenAI"},
                              headers=bearer(key)), 403, "forbidden")
     assert [row["scopes"] for row in key_rows(runner, "demo")] == ["read"]
+
+
+def test_seed_write_key_can_post_to_the_demo_owner(app, client, runner, frozen_now, pinned_seed_clock):
+    output = invoke(runner, "seed", "--events", "200", "--days", "5", "--write-key")
+    lines = output.rstrip("\n").split("\n")
+    assert lines[-4:-3] == ["Read-write key:"] and lines[-2] == "Read-only key:", output
+    writer, reader = lines[-3], lines[-1]
+    assert KEY_LINE.fullmatch(writer) and KEY_LINE.fullmatch(reader) and writer != reader
+    assert app.config["DATABASE"] in output
+    configs = client.get("/v1/model-configs", headers=bearer(reader)).get_json()["data"]
+    event = {"id": "demo-posted-1", "timestamp": FROZEN_NOW.isoformat(), "modelConfigId": configs[0]["id"],
+             "promptTokens": 1000, "completionTokens": 10, "cost": 0.25}
+    before = usage(client, reader, period="today")["summary"]
+    response = client.post("/v1/model-usage/events", json={"events": [event]}, headers=bearer(writer))
+    assert response.status_code == 200 and response.get_json()["accepted"] == 1
+    after = usage(client, reader, period="today")["summary"]
+    assert after["totalRequests"] == before["totalRequests"] + 1
+    assert Decimal(str(after["totalCost"])) - Decimal(str(before["totalCost"])) == Decimal("0.25")
+    assert sorted(row["scopes"] for row in key_rows(runner, "demo")) == ["read", "read,write"]
 
 
 def test_another_seed_gives_other_events(app, runner, tmp_path, pinned_seed_clock):

@@ -122,8 +122,9 @@ def rebuild_rollups_command():
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650))
 @click.option("--seed", "seed_value", default=42, show_default=True, type=int)
 @click.option("--owner", default="demo", show_default=True)
+@click.option("--write-key", is_flag=True, help="Also print a read-write key for OWNER (before the read-only key).")
 @with_appcontext
-def seed_command(events, days, seed_value, owner):
+def seed_command(events, days, seed_value, owner, write_key):
     """Fill OWNER with synthetic usage over the last DAYS days; prints a read-only key last."""
     from seed.generator import seed_owner
 
@@ -133,9 +134,15 @@ def seed_command(events, days, seed_value, owner):
     stored = seed_owner(conn, owner, events=events, days=days, seed=seed_value)
     elapsed = time.perf_counter() - started
     with write_transaction(conn):
+        writer = create_key(conn, owner, ["read", "write"], "seed read-write key")[1] if write_key else None
         _, raw_key = create_key(conn, owner, ["read"], "seed read key")
     conn.close()
-    click.echo(f"Seeded {stored} events for {owner} over {days} days in {elapsed:.1f} s. Read-only key:")
+    click.echo(f"Seeded {stored} events for {owner} over {days} days in {elapsed:.1f} s"
+               f" into {current_app.config['DATABASE']}.")
+    if writer:
+        click.echo("Read-write key:")
+        click.echo(writer)
+    click.echo("Read-only key:")
     click.echo(raw_key)
 
 
