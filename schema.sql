@@ -1,4 +1,6 @@
--- usage_server schema. Every statement is idempotent: init-db may run on every start.
+-- usage_server schema: every table as the latest migration leaves it, to read. The server
+-- builds and upgrades databases with the numbered steps in usage_server/storage/migrations/;
+-- tests/test_migrations.py checks that they give exactly these tables, columns and indexes.
 -- Money is stored as integer micro-dollars (1e-6 USD, the precision the API reports, so every
 -- total is an exact sum of the parts it is shown with); instants as integer UTC epoch
 -- seconds (rollup slots) or microseconds (events).
@@ -187,4 +189,11 @@ CREATE TABLE IF NOT EXISTS rollup_local_hour (
 CREATE TABLE IF NOT EXISTS owner_version (
     owner_id  INTEGER PRIMARY KEY REFERENCES owner (id),
     version   INTEGER NOT NULL
+);
+
+-- The schema's version: one row per numbered migration applied.
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  TEXT NOT NULL
 );

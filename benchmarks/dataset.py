@@ -11,7 +11,7 @@ from pathlib import Path
 
 from seed.generator import seed_owner
 from usage_server import create_app
-from usage_server.db import connect, init_db
+from usage_server.storage import connect
 
 OWNERS = 20
 DAYS = 365
@@ -52,8 +52,7 @@ def build(workdir: Path, events: int, days: int = DAYS) -> Dataset:
     """Seed a new database of `events` events under `workdir` (any old one is replaced)."""
     path = str(workdir / f"usage-{events}.sqlite")
     remove_database(path)
-    conn = connect(app_config(path))
-    init_db(conn)
+    conn = connect(app_config(path))  # the app factory made the schema
     end = int(time.time())
     sizes = owner_sizes(events)
     started = time.perf_counter()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from usage_server import create_app  # noqa: E402
 from usage_server.auth import create_key  # noqa: E402
-from usage_server.db import connect, write_transaction  # noqa: E402
+from usage_server.storage import connect, write_transaction  # noqa: E402
 
 BATCH = 1000
 START_SECONDS = 60  # a loaded machine can take a while to boot workers

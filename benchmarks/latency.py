@@ -16,7 +16,7 @@ from werkzeug.test import EnvironBuilder
 
 from usage_server import create_app, queries
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 from . import baseline
 

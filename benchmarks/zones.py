@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from seed.generator import ensure_configs, generate
 from usage_server import create_app, queries
 from usage_server.auth import now_iso
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 from usage_server.ingest import store_events
 
 from . import dataset

@@ -8,13 +8,12 @@ owner's own). One fine-tuned model has no catalogue price, so unpriced usage sho
 import json
 import math
 import random
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from usage_server import queries
 from usage_server.auth import now_iso
-from usage_server.db import write_transaction
+from usage_server.storage import Connection, Row, write_transaction
 from usage_server.ingest import NewEvent, store_events
 
 CHUNK = 50_000
@@ -53,7 +52,7 @@ DEMO_CONFIGS = (
 )
 
 
-def ensure_configs(conn: sqlite3.Connection, owner_id: int) -> dict[str, sqlite3.Row]:
+def ensure_configs(conn: Connection, owner_id: int) -> dict[str, Row]:
     created = now_iso()
     for config in DEMO_CONFIGS:
         model = conn.execute(queries.MODEL_BY_ID, {"model_id": config.model_id}).fetchone()
@@ -107,7 +106,7 @@ def generate(events: int, days: int, seed: int, end: int, id_prefix: str = "seed
         )
 
 
-def seed_owner(conn: sqlite3.Connection, owner: str, events: int, days: int, seed: int, end: int | None = None) -> int:
+def seed_owner(conn: Connection, owner: str, events: int, days: int, seed: int, end: int | None = None) -> int:
     """Create `owner` with the demo configs and store `events` events in one transaction."""
     end = int(time.time()) if end is None else end
     stored = 0

@@ -5,7 +5,7 @@ import pytest
 
 from usage_server import api, create_app
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 FROZEN_NOW = datetime(2026, 3, 18, 15, 30, tzinfo=timezone.utc)  # a Wednesday
 

@@ -6,7 +6,7 @@ Before each batch it appends "begin N" to its log, after the commit "commit N"
 import os
 
 from usage_server import queries
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 from usage_server.ingest import NewEvent, store_events
 
 CONFIG_ID = "cfg_a"

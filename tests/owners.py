@@ -8,7 +8,7 @@ import pytest
 
 from usage_server import create_app
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from usage_server import create_app
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 PRICES_FILE = Path(__file__).resolve().parent.parent / "usage_server" / "prices.json"
 

@@ -9,7 +9,7 @@ from conftest import assert_error, bearer, create_config, post_events
 from oracle import expected_usage
 from usage_server import create_app
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 EVENT = {"id": "e1", "timestamp": "2026-03-18T10:00:00Z", "modelConfigId": "cfg_a", "promptTokens": 10,
          "completionTokens": 5, "cost": 0.5}

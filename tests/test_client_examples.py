@@ -17,7 +17,7 @@ from gunicorn_server import gunicorn
 from support import prepare_database
 from usage_server import create_app
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "writing-usage.md"
 

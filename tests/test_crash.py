@@ -18,7 +18,7 @@ import pytest
 import crash_writer
 from support import prepare_database
 from usage_server import queries
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 TRIALS = 50
 BATCH_SIZE = 1000

@@ -22,7 +22,7 @@ from conftest import FROZEN_NOW
 from seed.generator import seed_owner
 from usage_server import api, create_app
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import bearer
-from usage_server import create_app, db, reports
+from usage_server import create_app, reports
 from usage_server.auth import create_key
-from usage_server.db import DatabaseSetupError, check_database_path, get_db, write_transaction
+from usage_server.storage import DatabaseSetupError, check_database_path, connections, get_db, write_transaction
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -32,13 +32,13 @@ def idle(conn) -> bool:
 def test_requests_leave_no_connection_busy_even_when_they_fail(app, client, make_key, monkeypatch):
     key = make_key()
     opened = []
-    original = db.connect
+    original = connections.connect
 
     def recording_connect(*args, **kwargs):
         opened.append(original(*args, **kwargs))
         return opened[-1]
 
-    monkeypatch.setattr(db, "connect", recording_connect)
+    monkeypatch.setattr(connections, "connect", recording_connect)
     urls = ["/health", "/v1/model-usage", "/v1/model-usage?period=nonsense", "/v1/model-configs"]
     for url in urls:
         client.get(url, headers=bearer(key))
@@ -91,15 +91,15 @@ class RecordingConnection:
 
 
 def test_busy_timeout_is_set_before_anything_else(app, monkeypatch):
-    connections = []
+    opened = []
 
     def connect(*args, **kwargs):
-        connections.append(RecordingConnection(sqlite3.connect(*args, **kwargs)))
-        return connections[-1]
+        opened.append(RecordingConnection(sqlite3.connect(*args, **kwargs)))
+        return opened[-1]
 
-    monkeypatch.setattr(db, "sqlite3", SimpleNamespace(**{**vars(sqlite3), "connect": connect}))
-    conn = db.connect(app.config)
-    statements = [sql.split("=")[0].strip() for sql in connections[0].statements]
+    monkeypatch.setattr(connections, "sqlite3", SimpleNamespace(**{**vars(sqlite3), "connect": connect}))
+    conn = connections.connect(app.config)
+    statements = [sql.split("=")[0].strip() for sql in opened[0].statements]
     conn.close()
     assert statements[0] == "PRAGMA busy_timeout"
     assert {"PRAGMA journal_mode", "PRAGMA synchronous", "PRAGMA foreign_keys"} <= set(statements)

@@ -22,7 +22,7 @@ from owners import app, make_key  # noqa: F401 (one database for the module)
 from support import catalogue_prices, prepare_database
 from usage_server import create_app
 from usage_server.auth import create_key, hash_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 UTC = timezone.utc
 OFFSETS = ("+05:30", "-08:00", "+05:45", "Z", "")

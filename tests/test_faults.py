@@ -14,7 +14,7 @@ from conftest import assert_error, bearer, create_config, post_events
 from gunicorn_server import free_port, gunicorn, gunicorn_command, server_env
 from support import prepare_database
 from usage_server import create_app
-from usage_server.db import DatabaseSetupError
+from usage_server.storage import DatabaseSetupError
 
 USAGE = "/v1/model-usage?startDate=2026-03-01&endDate=2026-03-07"
 NOT_A_DATABASE = b"owner,tokens\nacme,12\n"  # a user's file that happens to sit at the path

@@ -14,7 +14,7 @@ import pytest
 from conftest import create_config, post_events
 from seed.generator import seed_owner
 from usage_server import create_app
-from usage_server.db import connect
+from usage_server.storage import connect
 
 FORK = multiprocessing.get_context("fork")
 TABLES = ("rollup_local_day", "rollup_local_week", "rollup_local_hour")
@@ -98,6 +98,7 @@ def test_a_database_from_before_local_hours_gets_them_at_start(seeded):
     start(seeded, FAST)
     conn = sqlite3.connect(seeded)
     conn.execute("DROP TABLE rollup_local_hour")  # as the schema was, with the offsets registered
+    conn.execute("DROP TABLE schema_version")  # and before versions were recorded
     conn.commit()
     conn.close()
     start(seeded, FAST)

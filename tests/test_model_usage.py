@@ -15,7 +15,7 @@ from conftest import FROZEN_NOW, assert_error, bearer
 from oracle import expected_body, expected_usage
 from usage_server import api, create_app
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 
 UTC = timezone.utc
 PRICES_FILE = Path(api.__file__).with_name("prices.json")

@@ -12,7 +12,7 @@ import pytest
 from conftest import bearer, create_config, post_events
 from seed.generator import seed_owner
 from usage_server import create_app
-from usage_server.db import connect
+from usage_server.storage import connect
 from usage_server.queries import ROLLUP_TABLES
 
 COLUMNS = "owner_id, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost"

@@ -22,7 +22,7 @@ from schemathesis.generation import GenerationMode
 from conftest import create_config
 from usage_server import create_app
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 from usage_server.schemas import LAST_DATE, MAX_INSTANT, MIN_INSTANT
 
 CONFIG_IDS = ("cfg_a", "cfg_b", "cfg_c")

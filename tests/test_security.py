@@ -156,7 +156,7 @@ def test_the_production_entry_point_never_runs_in_debug_mode(tmp_path, environme
         "def fail(*args): raise RuntimeError('boom')\n"
         "reports.model_usage = fail\n"
         "from usage_server.auth import create_key\n"
-        "from usage_server.db import connect, write_transaction\n"
+        "from usage_server.storage import connect, write_transaction\n"
         "conn = connect(wsgi.app.config)\n"
         "with write_transaction(conn): key = create_key(conn, 'acme', ['read'])[1]\n"
         "response = wsgi.app.test_client().get('/v1/model-usage', headers={'Authorization': 'Bearer ' + key})\n"

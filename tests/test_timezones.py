@@ -28,7 +28,7 @@ from seed.generator import generate, seed_owner
 from support import catalogue_prices
 from usage_server import api, create_app, reports, timeranges
 from usage_server.auth import create_key
-from usage_server.db import connect, write_transaction
+from usage_server.storage import connect, write_transaction
 from usage_server.queries import LOCAL_DAY, LOCAL_HOUR, LOCAL_WEEK
 
 UTC = timezone.utc

@@ -6,8 +6,12 @@ from flask import Flask
 __version__ = "0.1.0"
 
 
-def create_app(test_config=None):
-    """Build the app: defaults, then USAGE_SERVER_* environment variables, then tests."""
+def create_app(test_config=None, prepare_database=True):
+    """Build the app: defaults, then USAGE_SERVER_* environment variables, then tests.
+
+    The server prepares its database at start-up (creating it if needed); the CLI passes
+    prepare_database=False and lets each command decide whether it may create one.
+    """
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(
         DATABASE=os.path.join(app.instance_path, "usage.sqlite"),
@@ -26,12 +30,12 @@ def create_app(test_config=None):
     check_default_timezone(app.config["DEFAULT_TIMEZONE"])
     app.config["FAST_TIMEZONES"] = fast_timezones(app.config["FAST_TIMEZONES"])
     app.json.sort_keys = False
-    if app.config["DATABASE"] == os.path.join(app.instance_path, "usage.sqlite"):
-        os.makedirs(app.instance_path, exist_ok=True)
 
-    from . import api, auth, cli, dashboard, db, docs, errors, openapi
+    from . import api, auth, cli, dashboard, docs, errors, openapi, startup, storage
 
-    db.init_app(app)
+    storage.init_app(app)
+    if prepare_database:
+        startup.prepare_database(app)
     errors.init_app(app)
     auth.init_app(app)
     cli.init_app(app)

@@ -1,7 +1,6 @@
 """The HTTP API: thin views that validate, query and shape JSON."""
 import json
 import secrets
-import sqlite3
 from dataclasses import astuple
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -14,18 +13,17 @@ from marshmallow import ValidationError
 from . import queries, reports
 from .auth import current_owner_id, now_iso, requires_scope
 from .csvexport import details_csv, usage_csv, wants_csv
-from .db import get_db, read_snapshot, write_transaction
 from .errors import ApiError, detail, error_response
 from .etags import conditional
 from .eventload import fast_events
 from .ingest import NewEvent, store_events
 from .money import micros_to_usd
 from .schemas import DetailsQuerySchema, EmptyQuerySchema, EventBatchSchema, ModelConfigSchema, UsageQuerySchema, CONFIG_ID
+from .storage import engine_status, get_db, read_snapshot, write_transaction
 from .timeranges import (MAX_BUCKETS, count_buckets, count_hour_buckets, iso_instant, local_midnight, local_today,
                          resolve_dates)
 
 bp = Blueprint("api", __name__)
-SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}  # PRAGMA synchronous levels
 DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of an oversized body read and discarded before a 413
 
 
@@ -314,9 +312,8 @@ def record_events():
 
 @bp.get("/health")
 def health():
-    """No auth: SQLite's version and the pragmas in effect, 503 if the database is unusable."""
+    """No auth: the engine's version and the settings in effect, 503 if the database is unusable."""
     db = get_db()
-    pragmas = dict(db.execute(queries.PRAGMAS_IN_EFFECT).fetchone())
-    pragmas["synchronous"] = SYNCHRONOUS_NAMES[pragmas["synchronous"]]
+    status = engine_status(db)
     db.execute(queries.SCHEMA_READABLE).fetchone()
-    return jsonify({"status": "ok", "sqliteVersion": sqlite3.sqlite_version, "pragmas": pragmas})
+    return jsonify({"status": "ok", **status})

@@ -11,7 +11,7 @@ from flask_httpauth import HTTPTokenAuth
 from werkzeug.datastructures import Authorization
 
 from . import queries
-from .db import get_db
+from .storage import get_db
 from .errors import ApiError, detail, error_response
 
 KEY_PREFIX = "usk_"

@@ -3,17 +3,29 @@ import time
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup, ScriptInfo, run_command, with_appcontext
 
 from . import create_app, queries
 from .auth import SCOPES, create_key, hash_key, now_iso
-from .db import check_database_path, connect, init_db, write_transaction
 from .ingest import rebuild_rollups
+from .startup import prepare_database
+from .storage import Upgrade, connect, database_exists, drop_schema, write_transaction
 
 
-def open_db():
-    """A connection for commands (no request, so no request deadline)."""
-    check_database_path(current_app.config["DATABASE"])
+def prepare(create: bool = False) -> Upgrade:
+    """The server's start-up work on the database, before a command uses it. Only commands
+    that add data may create the database, and they say which file they used."""
+    app = current_app._get_current_object()
+    existed = database_exists(app.config["DATABASE"])
+    upgrade = prepare_database(app, create=create, serve=False)
+    if create:
+        click.echo(f"{'Using' if existed else 'Created'} the database {app.config['DATABASE']}.")
+    return upgrade
+
+
+def open_db(create: bool = False):
+    """A connection for commands (no request, so no request deadline), the database prepared."""
+    prepare(create)
     return connect(current_app.config)
 
 
@@ -30,8 +42,10 @@ def parse_scopes(value: str) -> list[str]:
 @with_appcontext
 def init_db_command(drop):
     """Create the schema if missing; never drops data without --drop."""
-    conn = open_db()
-    init_db(conn, drop=drop)
+    conn = open_db(create=True)
+    if drop:
+        drop_schema(conn)
+        prepare_database(current_app, create=True, serve=False)
     conn.close()
     click.echo(f"Initialised the database at {current_app.config['DATABASE']}.")
 
@@ -44,8 +58,7 @@ def init_db_command(drop):
 def create_key_command(owner, scopes, name):
     """Create OWNER if needed and a key for it; prints the raw key last."""
     scopes = parse_scopes(scopes)
-    conn = open_db()
-    init_db(conn)
+    conn = open_db(create=True)
     with write_transaction(conn):
         key_id, raw_key = create_key(conn, owner, scopes, name)
     conn.close()
@@ -59,7 +72,6 @@ def create_key_command(owner, scopes, name):
 def list_keys_command(owner):
     """List keys (never the raw key): id, owner, name, scopes, created, revoked."""
     conn = open_db()
-    init_db(conn)
     rows = conn.execute(queries.LIST_KEYS, {"owner": owner}).fetchall()
     conn.close()
     click.echo("id\towner\tname\tscopes\tcreated\trevoked")
@@ -73,7 +85,6 @@ def list_keys_command(owner):
 def revoke_key_command(key):
     """Revoke a key, given its id or the raw key."""
     conn = open_db()
-    init_db(conn)
     params = {"id": key, "key_hash": hash_key(key), "revoked_at": now_iso()}
     with write_transaction(conn):
         revoked = conn.execute(queries.REVOKE_KEY, params).rowcount
@@ -96,7 +107,6 @@ def import_prices_command(path):
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     conn = open_db()
-    init_db(conn)
     with write_transaction(conn):
         count = import_catalogue(conn, models)
     conn.close()
@@ -108,7 +118,6 @@ def import_prices_command(path):
 def rebuild_rollups_command():
     """Recompute the pre-aggregated usage from the stored events."""
     conn = open_db()
-    init_db(conn)
     started = time.perf_counter()
     with write_transaction(conn):
         rebuild_rollups(conn)
@@ -128,8 +137,7 @@ def seed_command(events, days, seed_value, owner, write_key):
     """Fill OWNER with synthetic usage over the last DAYS days; prints a read-only key last."""
     from seed.generator import seed_owner
 
-    conn = open_db()
-    init_db(conn)
+    conn = open_db(create=True)
     started = time.perf_counter()
     stored = seed_owner(conn, owner, events=events, days=days, seed=seed_value)
     elapsed = time.perf_counter() - started
@@ -146,8 +154,21 @@ def seed_command(events, days, seed_value, owner, write_key):
     click.echo(raw_key)
 
 
+@click.command("migrate")
+@with_appcontext
+def migrate_command():
+    """Upgrade the database's schema to this release's version (start-up also does)."""
+    upgrade = prepare()
+    database = current_app.config["DATABASE"]
+    if upgrade.found == upgrade.reached:
+        click.echo(f"The database {database} is at schema version {upgrade.reached}, this release's: nothing to do.")
+    else:
+        found = f"{upgrade.found} (none recorded)" if upgrade.found == 0 else upgrade.found
+        click.echo(f"Upgraded the database {database} from schema version {found} to {upgrade.reached}.")
+
+
 COMMANDS = (init_db_command, create_key_command, list_keys_command, revoke_key_command,
-            import_prices_command, rebuild_rollups_command, seed_command)
+            import_prices_command, rebuild_rollups_command, seed_command, migrate_command)
 
 
 def init_app(app) -> None:
@@ -155,6 +176,19 @@ def init_app(app) -> None:
         app.cli.add_command(command)
 
 
-@click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=True, load_dotenv=False)
+def command_line_app():
+    """The app for commands: each prepares the database itself, and only some may create it."""
+    return create_app(prepare_database=False)
+
+
+@click.group(cls=FlaskGroup, create_app=command_line_app, add_default_commands=True, load_dotenv=False)
 def main():
     """usage_server: LLM usage and cost analytics on one SQLite file."""
+
+
+@main.command("run", params=run_command.params, help=run_command.help, short_help=run_command.short_help)
+@click.pass_context
+def run_server_command(ctx, **options):
+    """Flask's development server, on a database prepared as at gunicorn's start-up."""
+    prepare_database(ctx.ensure_object(ScriptInfo).load_app())
+    ctx.invoke(run_command, **options)

@@ -9,11 +9,11 @@ micro-dollars, with 6 decimals.
 """
 import csv
 import io
-import sqlite3
 
 from flask import Response, request
 
 from . import queries, reports
+from .storage import Connection
 from .timeranges import iso_instant
 
 USAGE_COLUMNS = (
@@ -39,7 +39,7 @@ def fixed6(millionths: int) -> str:
     return f"{sign}{whole}.{fraction:06d}"
 
 
-def usage_rows(db: sqlite3.Connection, query: reports.UsageQuery):
+def usage_rows(db: Connection, query: reports.UsageQuery):
     """(bucket, model) rows from the same rollup pieces as the JSON time series."""
     models = reports.usage_by_model(db, query, reports.series_totals(db, query))
     model_of = {row["id"]: row["model_id"] for row in db.execute(queries.OWNER_SERIES, {"owner_id": query.owner_id})}
@@ -82,7 +82,7 @@ def csv_response(columns, rows, filename: str) -> Response:
     return response
 
 
-def usage_csv(db: sqlite3.Connection, query: reports.UsageQuery) -> Response:
+def usage_csv(db: Connection, query: reports.UsageQuery) -> Response:
     scope = f"_{query.config_id}" if query.config_id else ""
     name = f"model-usage{scope}_{query.start}_{query.end}_{query.granularity}.csv"
     return csv_response(USAGE_COLUMNS, usage_rows(db, query), name)

@@ -1,10 +1,11 @@
 """One JSON error shape for every failure: {"error", "code", "details"?}."""
 import logging
-import sqlite3
 
 from flask import jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
+
+from .storage import unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,12 @@ MESSAGES = {
     500: "the server failed to answer this request",
     503: "the database is busy or unavailable, retry shortly",
 }
-# why the database could not answer (sqlite3 error names), for the 503's sentence
+# why the database could not answer (storage.unavailable_reason), for the 503's sentence
 UNAVAILABLE = {
-    "SQLITE_BUSY": "the database is busy, retry shortly",
-    "SQLITE_LOCKED": "the database is busy, retry shortly",
-    "SQLITE_FULL": "the database is full; nothing was stored",
-    "SQLITE_READONLY": "the database is read-only; nothing was stored",
-    "SQLITE_INTERRUPT": "the query ran past the server's time limit",
+    "busy": "the database is busy, retry shortly",
+    "full": "the database is full; nothing was stored",
+    "read_only": "the database is read-only; nothing was stored",
+    "time_limit": "the query ran past the server's time limit",
 }
 # marshmallow's own messages, as the stable upper-case code and lower-case sentence of `details`
 LIBRARY_MESSAGES = {
@@ -131,11 +131,12 @@ def handle_http_exception(err: HTTPException):
 def handle_unexpected(err: Exception):
     if isinstance(err, HTTPException):
         return handle_http_exception(err)
-    if isinstance(err, sqlite3.OperationalError) or type(err) is sqlite3.DatabaseError:
+    reason = unavailable_reason(err)
+    if reason is not None:
         log.warning("database unavailable: %s", err)
         from flask import current_app
 
-        message = UNAVAILABLE.get(getattr(err, "sqlite_errorname", None))
+        message = UNAVAILABLE.get(reason)
         return error_response(503, message, headers={"Retry-After": str(current_app.config["RETRY_AFTER_SECONDS"])})
     log.exception("unexpected error")
     return error_response(500)

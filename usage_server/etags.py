@@ -8,20 +8,20 @@ tag is then never newer than the body it comes with.
 """
 import hashlib
 import json
-import sqlite3
 
 from flask import Response, current_app, request
 
 from . import __version__, queries
+from .storage import Connection
 
 
-def usage_tag(db: sqlite3.Connection, owner_id: int, resolved: list) -> str:
+def usage_tag(db: Connection, owner_id: int, resolved: list) -> str:
     version = db.execute(queries.OWNER_VERSION, {"owner_id": owner_id}).fetchone()[0]
     material = [__version__, current_app.config["DATA_SOURCE"], owner_id, version, resolved]
     return hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()[:32]
 
 
-def conditional(db: sqlite3.Connection, owner_id: int, resolved: list, render) -> Response:
+def conditional(db: Connection, owner_id: int, resolved: list, render) -> Response:
     """304 without a body when If-None-Match holds the current tag, else render()."""
     tag = usage_tag(db, owner_id, resolved)
     response = Response(status=304) if request.if_none_match.contains_weak(tag) else render()

@@ -1,13 +1,12 @@
 """Storing usage events exactly once, with the rollups updated in the same transaction."""
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 
 from . import queries
-from .db import write_transaction
 from .money import priced_cost, usd_to_micros
 from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE, local_serves
+from .storage import Connection, Row, unavailable_reason, write_transaction
 
 FINEST_GRAIN = min(ROLLUP_TABLES)
 
@@ -56,7 +55,7 @@ class StoreResult:
     conflicts: int = 0
 
 
-def series_for(db: sqlite3.Connection, owner_id: int, config: sqlite3.Row) -> int:
+def series_for(db: Connection, owner_id: int, config: Row) -> int:
     """The series of a config as it is now: model id, provider and name copied at write time."""
     params = {
         "owner_id": owner_id,
@@ -69,7 +68,7 @@ def series_for(db: sqlite3.Connection, owner_id: int, config: sqlite3.Row) -> in
     return db.execute(queries.SERIES_ID, params).fetchone()[0]
 
 
-def store_events(db: sqlite3.Connection, owner_id: int, events: list[NewEvent], configs: dict[str, sqlite3.Row]) -> StoreResult:
+def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs: dict[str, Row]) -> StoreResult:
     """Insert the events not seen before; call inside a write transaction.
 
     `configs` maps every config id the events use to its row. An id seen before (stored,
@@ -161,7 +160,7 @@ def local_rollups(finest: dict, offsets: list[int]) -> dict[str, dict]:
     return rollups
 
 
-def rebuild_rollups(db: sqlite3.Connection) -> None:
+def rebuild_rollups(db: Connection) -> None:
     """Recompute every rollup from the events; call inside a write transaction."""
     for grain in ROLLUP_TABLES:
         db.execute(queries.CLEAR_ROLLUP[grain])
@@ -173,7 +172,7 @@ def rebuild_rollups(db: sqlite3.Connection) -> None:
         db.execute(queries.REBUILD_LOCAL[key], {"grain": grain, "phase": phase, "offsets": served})
 
 
-def register_local_offsets(db: sqlite3.Connection, wanted: set[int]) -> None:
+def register_local_offsets(db: Connection, wanted: set[int]) -> None:
     """Maintain the local rollups at exactly the `wanted` offsets: drop the others, build
     new ones from the quarter hours. Idempotent, so the workers of a server may all run it at start;
     a read-only database keeps what it has (reports read the offsets it lists)."""
@@ -194,6 +193,6 @@ def register_local_offsets(db: sqlite3.Connection, wanted: set[int]) -> None:
                 for key, (grain, phase) in LOCAL_GRAINS.items():
                     if local_serves(key, offset):
                         db.execute(queries.BUILD_LOCAL[key], {"utc_offset": offset, "grain": grain, "phase": phase})
-    except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorname != "SQLITE_READONLY":
+    except Exception as exc:
+        if unavailable_reason(exc) != "read_only":
             raise

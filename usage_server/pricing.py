@@ -1,6 +1,5 @@
 """The model catalogue: names and list prices used when an event carries no cost."""
 import json
-import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -8,6 +7,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from . import queries
 from .money import usd_to_micros
+from .storage import Connection, write_transaction
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent / "prices.json"
 MAX_PRICE = 10**6  # USD per million tokens
@@ -51,7 +51,7 @@ def read_catalogue(path: Path) -> list[dict]:
         raise ValueError(f"invalid catalogue {path}: {exc.messages}") from None
 
 
-def import_catalogue(conn: sqlite3.Connection, models: list[dict]) -> int:
+def import_catalogue(conn: Connection, models: list[dict]) -> int:
     """Insert or update models; prices not given stay unknown (unpriced)."""
     rows = [
         {
@@ -67,7 +67,8 @@ def import_catalogue(conn: sqlite3.Connection, models: list[dict]) -> int:
     return len(rows)
 
 
-def load_default_catalogue(conn: sqlite3.Connection) -> None:
-    """Fill the catalogue on first start; later imports are never overwritten."""
+def load_default_catalogue(conn: Connection) -> None:
+    """Fill the catalogue of a new database; later imports are never overwritten."""
     if conn.execute(queries.COUNT_MODELS).fetchone()[0] == 0:
-        import_catalogue(conn, read_catalogue(DEFAULT_CATALOGUE))
+        with write_transaction(conn):
+            import_catalogue(conn, read_catalogue(DEFAULT_CATALOGUE))

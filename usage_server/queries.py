@@ -406,11 +406,6 @@ LIMIT :limit
 
 # --- operations --------------------------------------------------------------------------------
 
-PRAGMAS_IN_EFFECT = """
-SELECT journal_mode, synchronous, timeout AS busy_timeout, foreign_keys
-FROM pragma_journal_mode(), pragma_synchronous(), pragma_busy_timeout(), pragma_foreign_keys()
-"""
-
 SCHEMA_READABLE = """
 SELECT COUNT(*)
 FROM owner

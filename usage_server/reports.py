@@ -8,7 +8,6 @@ asked for, not with the events stored. Where the database keeps local days and w
 at a segment's offset (FAST_TIMEZONES), they serve its day, week and month buckets, and
 local hours its hour buckets at offsets that are not whole hours.
 """
-import sqlite3
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -17,6 +16,7 @@ from zoneinfo import ZoneInfo
 from . import queries
 from .money import micros_to_usd
 from .queries import LOCAL_GRAINS, SLOT_PHASE, local_serves
+from .storage import Connection
 from .timeranges import bucket_labels, hour_suffix, local_midnight, segments
 
 GRAINS = (604_800, 86_400, 3_600, 900, 1)  # rollup_week, _day, _hour, _quarter, usage_event
@@ -66,7 +66,7 @@ def local_cover(lo: int, hi: int, offset: int, max_grain: int) -> list[tuple]:
     return cover(lo, hi, offset, 3_600)
 
 
-def local_offsets(db: sqlite3.Connection) -> frozenset[int]:
+def local_offsets(db: Connection) -> frozenset[int]:
     """The offsets the local rollups hold now (read in the request's snapshot)."""
     return frozenset(row[0] for row in db.execute(queries.LOCAL_OFFSETS))
 
@@ -100,7 +100,7 @@ def bucket_plan(query: UsageQuery, offsets: frozenset[int] = frozenset()) -> tup
     return labels, pieces
 
 
-def time_series(db: sqlite3.Connection, query: UsageQuery) -> list[dict]:
+def time_series(db: Connection, query: UsageQuery) -> list[dict]:
     """One zero-filled point per bucket, in order."""
     labels, pieces = bucket_plan(query, local_offsets(db))
     points = {label: [0, 0, 0] for label in labels}
@@ -116,7 +116,7 @@ def time_series(db: sqlite3.Connection, query: UsageQuery) -> list[dict]:
     ]
 
 
-def series_totals(db: sqlite3.Connection, query: UsageQuery) -> dict[int, dict]:
+def series_totals(db: Connection, query: UsageQuery) -> dict[int, dict]:
     """Totals per usage series over the whole range (bucket boundaries do not matter)."""
     lo, hi = span(query)
     totals: dict[int, dict] = {}
@@ -134,7 +134,7 @@ def avg_cost(cost_micros: int, requests: int) -> float:
     return float(average.quantize(Decimal("0.000001"), ROUND_HALF_EVEN))
 
 
-def usage_by_model(db: sqlite3.Connection, query: UsageQuery, totals: dict[int, dict]) -> dict[str, dict]:
+def usage_by_model(db: Connection, query: UsageQuery, totals: dict[int, dict]) -> dict[str, dict]:
     """Fold series into models, ordered by cost (then requests, then id)."""
     models: dict[str, dict] = {}
     for row in db.execute(queries.OWNER_SERIES, {"owner_id": query.owner_id}):
@@ -179,7 +179,7 @@ def summary(totals: dict[int, dict]) -> dict:
     }, sums["unpriced"]
 
 
-def model_usage(db: sqlite3.Connection, query: UsageQuery, data_source: str) -> dict:
+def model_usage(db: Connection, query: UsageQuery, data_source: str) -> dict:
     totals = series_totals(db, query)
     summary_part, unpriced = summary(totals)
     return {

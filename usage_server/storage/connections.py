@@ -1,10 +1,10 @@
-"""SQLite access: one connection per worker thread, on `g` per request; pragmas set in one place."""
+"""SQLite connections: one per worker thread, on `g` per request; pragmas set in one place;
+write transactions, read snapshots, and the checks made before a database is opened."""
 import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import pathname2url, url2pathname
@@ -12,15 +12,9 @@ from urllib.request import pathname2url, url2pathname
 import click
 from flask import current_app, g, has_request_context
 
-from .timeranges import zone_day_offsets
-
-# schema.sql lives at the top of the repository; the package holds a link to it, which
-# a wheel turns into a copy, so installed and checked-out servers read the same file.
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema.sql"
-SCHEMA_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_event'"
-LOCAL_ROLLUPS_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_local_hour'"
-LOCAL_YEARS_AHEAD = 5  # FAST_TIMEZONES: offsets in use from 1970 to this many years from now
-START_UP_WAIT_MS = 600_000  # a worker starting while another builds local rollups waits for it
+Connection = sqlite3.Connection  # what the rest of the server annotates connections with
+Row = sqlite3.Row
+START_UP_WAIT_MS = 600_000  # a process starting while another upgrades or builds rollups waits for it
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
 KEPT_SETTINGS = ("DATABASE", "BUSY_TIMEOUT_MS", "SYNCHRONOUS", "MAX_PAGE_COUNT")  # fixed at connect
 
@@ -43,6 +37,12 @@ def database_uri(database: str, create: bool) -> str:
     if database == ":memory:" or database.startswith("file:"):
         return database
     return f"file:{pathname2url(os.path.abspath(database))}?mode={'rwc' if create else 'rw'}"
+
+
+def database_exists(database: str) -> bool:
+    """Whether DATABASE names an existing file (":memory:" always exists: nothing to create)."""
+    target = database_file(database)
+    return target is None or target.exists()
 
 
 def check_database_path(path: str) -> None:
@@ -168,60 +168,6 @@ def write_transaction(conn: sqlite3.Connection):
         raise
 
 
-def init_db(conn: sqlite3.Connection, drop: bool = False) -> None:
-    """Create the schema if missing (idempotent); with `drop`, start from empty."""
-    from . import pricing
-
-    if drop:
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-        ]
-        conn.execute("PRAGMA foreign_keys = OFF")
-        for table in tables:
-            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-        conn.execute("PRAGMA foreign_keys = ON")
-    conn.executescript(SCHEMA_PATH.read_text())
-    pricing.load_default_catalogue(conn)
-
-
-def wanted_local_offsets(config) -> set[int]:
-    """The offsets of DEFAULT_TIMEZONE and FAST_TIMEZONES that local rollups serve."""
-    until = datetime.now(timezone.utc).year + LOCAL_YEARS_AHEAD
-    names = {config["DEFAULT_TIMEZONE"], *config.get("FAST_TIMEZONES", ())}
-    return set().union(*(zone_day_offsets(name, until) for name in names))
-
-
-def ensure_schema(config) -> None:
-    """At start-up: refuse unusable paths, create the schema in a new database (and the
-    tables added since in an older one), maintain the local rollups FAST_TIMEZONES asks for."""
-    from .ingest import register_local_offsets
-
-    check_database_path(config["DATABASE"])
-    try:
-        conn = connect(config, create=True)
-        try:
-            if conn.execute(SCHEMA_PRESENT).fetchone() is None:
-                init_db(conn)
-            elif conn.execute(LOCAL_ROLLUPS_PRESENT).fetchone() is None:
-                conn.executescript(SCHEMA_PATH.read_text())
-                register_local_offsets(conn, set())  # offsets registered before lack the new table's rows
-            conn.execute(f"PRAGMA busy_timeout = {START_UP_WAIT_MS}")
-            register_local_offsets(conn, wanted_local_offsets(config))
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseSetupError(f"cannot use the database {config['DATABASE']}: {exc}") from None
-
-
-def init_app(app) -> None:
-    ensure_schema(app.config)
-    app.extensions["usage_server.connections"] = threading.local()
-    app.teardown_appcontext(close_db)
-
-
 @contextmanager
 def read_snapshot(conn: sqlite3.Connection):
     """One read transaction: every query of a response sees the same committed data."""
@@ -231,3 +177,27 @@ def read_snapshot(conn: sqlite3.Connection):
     finally:
         if conn.in_transaction:
             conn.execute("COMMIT")
+
+
+@contextmanager
+def start_up_connection(config, create: bool):
+    """A connection for start-up work (schema upgrades, rollup upkeep), closed after it.
+
+    The path is checked first and the file created only when `create`. It waits as long
+    as another starting process holds the write lock, whatever BUSY_TIMEOUT_MS says, and
+    any database error is reported as a DatabaseSetupError naming the database.
+    """
+    check_database_path(config["DATABASE"])
+    try:
+        conn = connect({**config, "BUSY_TIMEOUT_MS": START_UP_WAIT_MS}, create=create)
+        try:
+            yield conn
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseSetupError(f"cannot use the database {config['DATABASE']}: {exc}") from None
+
+
+def init_app(app) -> None:
+    app.extensions["usage_server.connections"] = threading.local()
+    app.teardown_appcontext(close_db)

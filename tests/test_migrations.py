@@ -1,0 +1,276 @@
+"""Schema versions: a database of release 0.1.0 upgraded in place with every row and answer
+kept, `usage-server migrate`, refusal of a newer schema, steps that fail as a whole, and
+workers starting at once on a new file."""
+import configparser
+import gzip
+import json
+import multiprocessing
+import shutil
+import sqlite3
+import subprocess
+from datetime import datetime
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+
+from conftest import bearer
+from gunicorn_server import free_port, gunicorn_command, server_env
+from support import PRICES_FILE
+import usage_server
+from usage_server import api, create_app
+from usage_server.storage import NewerSchemaError, migrations
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RELEASE_0_1_0 = FIXTURES / "release-0.1.0.sqlite"  # made by fixtures/make_release_0_1_0.py
+RECORDED = json.loads(gzip.decompress((FIXTURES / "release-0.1.0.json.gz").read_bytes()))
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA_SQL = REPO / "schema.sql"
+FORK = multiprocessing.get_context("fork")
+LATEST = migrations.LATEST_VERSION
+
+
+def rows(path) -> dict[str, list[tuple]]:
+    """Every row of every table, in a stable order."""
+    conn = sqlite3.connect(path)
+    tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    found = {table: sorted(conn.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr) for table in tables}
+    conn.close()
+    return found
+
+
+def structure(path) -> dict[str, dict]:
+    """Each table's columns, indexes, foreign keys and rowid kind: what a schema defines."""
+    conn = sqlite3.connect(path)
+    tables = [row[0] for row in conn.execute("SELECT name FROM pragma_table_list WHERE schema = 'main' "
+                                             "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    found = {
+        table: {
+            "columns": conn.execute(f"PRAGMA table_xinfo('{table}')").fetchall(),
+            "indexes": sorted((name, unique, origin, partial, conn.execute(f"PRAGMA index_xinfo('{name}')").fetchall())
+                              for _, name, unique, origin, partial in conn.execute(f"PRAGMA index_list('{table}')")),
+            "foreign_keys": conn.execute(f"PRAGMA foreign_key_list('{table}')").fetchall(),
+            "without_rowid": conn.execute("SELECT wr FROM pragma_table_list WHERE name = ?", (table,)).fetchone()[0],
+        }
+        for table in tables
+    }
+    conn.close()
+    return found
+
+
+def documented(tmp_path) -> dict[str, dict]:
+    """The structure schema.sql describes."""
+    path = tmp_path / "documented.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_SQL.read_text())
+    conn.close()
+    return structure(path)
+
+
+def versions(path) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    found = conn.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
+    conn.close()
+    return found
+
+
+def execute(path, *statements) -> None:
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+@pytest.fixture
+def release_copy(tmp_path) -> Path:
+    """A copy of the database made by release 0.1.0 (the committed file is never opened)."""
+    path = tmp_path / "usage.sqlite"
+    shutil.copyfile(RELEASE_0_1_0, path)
+    return path
+
+
+def start(path, **config):
+    return create_app({"TESTING": True, "DATABASE": str(path), "FAST_TIMEZONES": RECORDED["fastTimezones"], **config})
+
+
+def replay(client) -> None:
+    """Every answer release 0.1.0 gave, asked again: each must be the same, byte for byte in CSV."""
+    for asked in RECORDED["answers"]:
+        headers = {**bearer(RECORDED["keys"][asked["owner"]]), "Accept": asked.get("accept", "application/json")}
+        response = client.get(asked["path"], query_string=asked["query"], headers=headers)
+        assert response.status_code == 200, (asked["path"], asked["query"], response.get_json())
+        body = response.get_data(as_text=True) if asked.get("accept") == "text/csv" else response.get_json()
+        assert body == asked["body"], (asked["path"], asked["query"])
+
+
+# --- a database made by release 0.1.0 -------------------------------------------------------------
+
+
+def test_the_fixture_is_small_and_unversioned():
+    assert RELEASE_0_1_0.stat().st_size < 1_000_000
+    assert "schema_version" not in rows(RELEASE_0_1_0)
+    assert len(rows(RELEASE_0_1_0)["usage_event"]) == 450
+
+
+# Release 0.1.0 has every table; earlier states of it lacked later rollups, which the
+# upgrade computes from the events (in the same transaction as the version it records).
+@pytest.mark.parametrize("missing", [(), ("rollup_week", "rollup_local_week", "rollup_local_hour")])
+def test_a_release_0_1_0_database_is_upgraded_in_place_keeping_every_row_and_answer(release_copy, monkeypatch, missing):
+    before = rows(release_copy)
+    execute(release_copy, *(f"DROP TABLE {table}" for table in missing))
+    monkeypatch.setattr(api, "utc_now", lambda: datetime.fromisoformat(RECORDED["now"]))
+    app = start(release_copy)
+    after = rows(release_copy)
+    assert versions(release_copy) == [(1, "0001_initial")]
+    assert {table: after[table] for table in before} == before
+    assert set(after) - set(before) == {"schema_version"}
+    replay(app.test_client())
+    start(release_copy)  # started again: nothing changes
+    assert rows(release_copy) == after
+
+
+def test_a_release_0_1_0_key_still_writes_after_the_upgrade(release_copy):
+    client = start(release_copy).test_client()
+    key = bearer(RECORDED["keys"]["acme"])
+    event = {"id": "after-upgrade", "timestamp": "2026-03-18T12:00:00Z", "modelConfigId": "cfg_a",
+             "promptTokens": 10, "completionTokens": 5}
+    response = client.post("/v1/model-usage/events", json={"events": [event]}, headers=key)
+    assert response.get_json() == {"accepted": 1, "duplicates": 0, "conflicts": 0}
+    assert len(rows(release_copy)["usage_event"]) == 451
+
+
+def test_the_upgraded_schema_is_the_schema_of_a_new_database_and_of_schema_sql(release_copy, tmp_path):
+    start(release_copy)
+    start(tmp_path / "new.sqlite")
+    assert structure(release_copy) == structure(tmp_path / "new.sqlite") == documented(tmp_path)
+    assert len(documented(tmp_path)) == 16
+
+
+def test_the_migrations_ship_in_the_package():
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    patterns = config["options.package_data"]["usage_server"].split()
+    package = Path(usage_server.__file__).parent
+    shipped = [path for path in migrations.STEPS.iterdir()
+               if any(fnmatch(path.relative_to(package).as_posix(), pattern) for pattern in patterns)]
+    assert sorted(shipped) == [path for _, path in migrations.steps()]
+
+
+# --- usage-server migrate ------------------------------------------------------------------------
+
+
+def migrate(path, *args):
+    return create_app({"DATABASE": str(path)}, prepare_database=False).test_cli_runner().invoke(args=["migrate", *args])
+
+
+def test_migrate_upgrades_a_release_0_1_0_database_then_has_nothing_to_do(release_copy):
+    before = rows(release_copy)
+    result = migrate(release_copy)
+    assert result.exit_code == 0, result.output
+    assert result.output == f"Upgraded the database {release_copy} from schema version 0 (none recorded) to {LATEST}.\n"
+    upgraded = rows(release_copy)
+    assert {table: upgraded[table] for table in before} == before
+    again = migrate(release_copy)
+    assert again.exit_code == 0, again.output
+    assert again.output == f"The database {release_copy} is at schema version {LATEST}, this release's: nothing to do.\n"
+    assert rows(release_copy) == upgraded
+
+
+@pytest.fixture
+def second_step(tmp_path, monkeypatch):
+    """This release's steps plus a 0002 written by the test; returns the file to write it in."""
+    steps = tmp_path / "steps"
+    shutil.copytree(migrations.STEPS, steps)
+    monkeypatch.setattr(migrations, "STEPS", steps)
+    monkeypatch.setattr(migrations, "LATEST_VERSION", LATEST + 1)
+    return steps / f"{LATEST + 1:04d}_second.sql"
+
+
+def test_migrate_applies_the_steps_after_the_recorded_version(tmp_path, second_step):
+    path = tmp_path / "usage.sqlite"
+    create_app({"DATABASE": str(path)})
+    second_step.write_text("ALTER TABLE owner ADD COLUMN note TEXT NOT NULL DEFAULT '';\n"
+                           "CREATE INDEX owner_note ON owner (note);\n")
+    result = migrate(path)
+    assert result.output == f"Upgraded the database {path} from schema version {LATEST} to {LATEST + 1}.\n"
+    assert versions(path) == [(1, "0001_initial"), (LATEST + 1, f"{LATEST + 1:04d}_second")]
+    assert [column[1] for column in structure(path)["owner"]["columns"]][-1] == "note"
+
+
+def test_a_step_that_fails_changes_nothing(tmp_path, second_step):
+    path = tmp_path / "usage.sqlite"
+    create_app({"DATABASE": str(path)})
+    before = structure(path)
+    second_step.write_text("CREATE TABLE half (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n")
+    result = migrate(path)
+    assert result.exit_code == 1
+    assert result.output == f"Error: cannot use the database {path}: no such table: no_such_table\n"
+    assert structure(path) == before and versions(path) == [(1, "0001_initial")]
+
+
+# --- a database from a newer release ------------------------------------------------------------
+
+
+@pytest.fixture
+def newer(tmp_path) -> tuple[Path, str]:
+    """A database whose recorded version is one this release does not know, and the refusal."""
+    path = tmp_path / "usage.sqlite"
+    create_app({"DATABASE": str(path)})
+    execute(path, f"INSERT INTO schema_version VALUES ({LATEST + 1}, '{LATEST + 1:04d}_future', '2030-01-01T00:00:00Z')")
+    return path, (f"the database {path} has schema version {LATEST + 1}, newer than this release of usage-server "
+                  f"knows (up to {LATEST}): it was upgraded by a newer release; run that release or a later one")
+
+
+def test_a_newer_database_stops_the_app_factory_and_is_left_alone(newer):
+    path, message = newer
+    before = rows(path)
+    with pytest.raises(NewerSchemaError) as raised:
+        create_app({"DATABASE": str(path)})
+    assert raised.value.message == message
+    assert rows(path) == before
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["list-keys"], ["create-key", "acme"], ["init-db"]])
+def test_a_newer_database_is_refused_by_every_command(newer, command):
+    path, message = newer
+    before = rows(path)
+    result = create_app({"DATABASE": str(path)}, prepare_database=False).test_cli_runner().invoke(args=command)
+    assert result.exit_code == 1
+    assert result.output == f"Error: {message}\n"
+    assert rows(path) == before
+
+
+def test_a_newer_database_stops_gunicorn(newer):
+    path, message = newer
+    result = subprocess.run(gunicorn_command(free_port(), workers=1), env=server_env(path), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"NewerSchemaError: {message}" in result.stderr
+
+
+# --- workers starting at once ------------------------------------------------------------------------
+
+
+def start_in_process(path: str, barrier) -> None:
+    barrier.wait(60)
+    start(path, BUSY_TIMEOUT_MS=1)  # start-up waits for the one upgrading, whatever the setting
+
+
+@pytest.mark.parametrize("database", ["new", "release-0.1.0"])
+def test_workers_starting_at_once_upgrade_once(tmp_path, release_copy, database):
+    path = release_copy if database == "release-0.1.0" else tmp_path / "new.sqlite"
+    before = rows(path) if path.exists() else {}
+    barrier = FORK.Barrier(6)
+    workers = [FORK.Process(target=start_in_process, args=(str(path), barrier)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0] * 6
+    assert versions(path) == [(1, "0001_initial")]
+    assert structure(path) == documented(tmp_path)
+    after = rows(path)
+    assert {table: after[table] for table in before} == before
+    catalogue = json.loads(PRICES_FILE.read_text())["models"]
+    assert len(after["model"]) == len(catalogue if database == "new" else before["model"])

@@ -1,0 +1,199 @@
+-- Migration 1: the schema of release 0.1.0, the last made before schema versions, and the
+-- table that records versions. Every statement is idempotent, so a database made by a
+-- release before versions, which holds some or all of these tables, reaches it as well.
+-- Money is stored as integer micro-dollars (1e-6 USD, the precision the API reports, so every
+-- total is an exact sum of the parts it is shown with); instants as integer UTC epoch
+-- seconds (rollup slots) or microseconds (events).
+
+CREATE TABLE IF NOT EXISTS owner (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS api_key (
+    id          TEXT PRIMARY KEY,               -- public part of the key, safe to list
+    owner_id    INTEGER NOT NULL REFERENCES owner (id),
+    name        TEXT NOT NULL DEFAULT '',
+    key_hash    TEXT NOT NULL UNIQUE,           -- SHA-256 of the raw key, hex
+    scopes      TEXT NOT NULL,                  -- comma separated: read,write
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+
+-- The model catalogue: display names and list prices, per million tokens, in micro-dollars.
+CREATE TABLE IF NOT EXISTS model (
+    model_id                 TEXT PRIMARY KEY,
+    provider                 TEXT NOT NULL,
+    display_name             TEXT NOT NULL,
+    prompt_micros_per_mtok     INTEGER,
+    completion_micros_per_mtok INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS model_config (
+    owner_id      INTEGER NOT NULL REFERENCES owner (id),
+    id            TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    model_id      TEXT NOT NULL,
+    provider      TEXT NOT NULL,
+    model_name    TEXT NOT NULL,
+    provider_key_id TEXT,
+    settings      TEXT NOT NULL DEFAULT '{}',   -- JSON object
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (owner_id, id)
+) WITHOUT ROWID;
+
+-- One row per (config, model as copied at write time): events and rollups refer to it
+-- by a small integer, so history keeps the model it ran on and GROUP BY stays cheap.
+CREATE TABLE IF NOT EXISTS usage_series (
+    id          INTEGER PRIMARY KEY,
+    owner_id    INTEGER NOT NULL REFERENCES owner (id),
+    config_id   TEXT NOT NULL,
+    model_id    TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    model_name  TEXT NOT NULL,
+    UNIQUE (owner_id, config_id, model_id, provider, model_name)
+);
+
+CREATE TABLE IF NOT EXISTS usage_event (
+    id                 INTEGER PRIMARY KEY,     -- time-ordered insert key
+    owner_id           INTEGER NOT NULL REFERENCES owner (id),
+    event_id           TEXT NOT NULL,           -- the client's id, unique per owner
+    ts_us              INTEGER NOT NULL,        -- UTC epoch microseconds
+    series_id          INTEGER NOT NULL REFERENCES usage_series (id),
+    prompt_tokens      INTEGER NOT NULL,
+    completion_tokens  INTEGER NOT NULL,
+    total_tokens       INTEGER NOT NULL,
+    cost_micros         INTEGER NOT NULL,
+    priced             INTEGER NOT NULL,        -- 0: no cost sent and no catalogue price
+    execution_us       INTEGER,
+    billing_source     TEXT NOT NULL CHECK (billing_source IN ('platform', 'user')),
+    fingerprint        INTEGER NOT NULL,        -- hash of the payload, to report conflicts
+    UNIQUE (owner_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS usage_event_series_ts ON usage_event (series_id, ts_us);
+
+-- Rollups: the events pre-aggregated per series and time slot, kept in the same
+-- transaction as every write. Slots are UTC epoch seconds at the start of a quarter
+-- hour, an hour, a UTC day or a UTC week: a quarter hour divides every UTC offset in use,
+-- so any time zone's buckets are exact sums of whole slots.
+CREATE TABLE IF NOT EXISTS rollup_quarter (
+    owner_id         INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    series_id        INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, slot_start, series_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_hour (
+    owner_id         INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    series_id        INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, slot_start, series_id)
+) WITHOUT ROWID;
+
+-- Weeks (from Monday 00:00 UTC): week buckets in UTC and totals over long ranges.
+CREATE TABLE IF NOT EXISTS rollup_week (
+    owner_id         INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    series_id        INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, slot_start, series_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_day (
+    owner_id         INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    series_id        INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, slot_start, series_id)
+) WITHOUT ROWID;
+
+-- Local days and weeks at a fixed UTC offset (FAST_TIMEZONES): slot_start is the UTC
+-- instant of a local midnight (of a Monday, for weeks) at utc_offset, so day, week and
+-- month buckets of a zone whose offset is not a whole number of days read one row per
+-- day or week instead of 24 or 96 per day. Local hours likewise, only at offsets that
+-- are not whole hours (at the others rollup_hour already holds the local hours), so
+-- hour buckets there read one row per hour instead of four quarter hours.
+-- rollup_offset lists the offsets maintained; an offset not listed is served by the
+-- finer rollups.
+CREATE TABLE IF NOT EXISTS rollup_offset (
+    utc_offset  INTEGER PRIMARY KEY
+);
+
+CREATE TABLE IF NOT EXISTS rollup_local_day (
+    owner_id         INTEGER NOT NULL,
+    utc_offset       INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    series_id        INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_local_week (
+    owner_id         INTEGER NOT NULL,
+    utc_offset       INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    series_id        INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_local_hour (
+    owner_id         INTEGER NOT NULL,
+    utc_offset       INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    series_id        INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
+) WITHOUT ROWID;
+
+-- Bumped on every stored batch: the usage ETag of an owner.
+CREATE TABLE IF NOT EXISTS owner_version (
+    owner_id  INTEGER PRIMARY KEY REFERENCES owner (id),
+    version   INTEGER NOT NULL
+);
+
+-- The schema's version: one row per numbered migration applied.
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  TEXT NOT NULL
+);
