@@ -1,7 +1,17 @@
-"""Shared fixtures: an app on a temporary database, clients, keys, a pinned clock."""
+"""Shared fixtures: an app on a temporary database of each engine, clients, keys, a pinned clock.
+
+Every test that takes `database` (or `app`, `client`, ...) runs once on SQLite and once on
+PostgreSQL, unless it is marked `sqlite_only` (a fault of a file, say): then it runs on
+SQLite alone, and is not counted as skipped. PostgreSQL runs on a throwaway cluster the
+session starts (tests/postgres_cluster.py); where none can be started those tests skip
+with one reason, except under USAGE_SERVER_REQUIRE_POSTGRES=1 (CI), where they fail.
+"""
+import os
 from datetime import datetime, timezone
 
 import pytest
+
+import postgres_cluster
 
 from usage_server import api, create_app
 from usage_server.auth import create_key
@@ -10,9 +20,49 @@ from usage_server.storage import connect, write_transaction
 FROZEN_NOW = datetime(2026, 3, 18, 15, 30, tzinfo=timezone.utc)  # a Wednesday
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    if "engine" in metafunc.fixturenames:
+        engines = ENGINES[:1] if metafunc.definition.get_closest_marker("sqlite_only") else ENGINES
+        metafunc.parametrize("engine", engines, scope="module")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The session's PostgreSQL cluster (started on first use, stopped at the end)."""
+    reason = postgres_cluster.unavailable_reason()
+    if reason:
+        if os.environ.get("USAGE_SERVER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here: {reason}")
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    cluster = postgres_cluster.Cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def new_database(request, tmp_path_factory):
+    """new_database(engine) -> a new, empty database: an SQLite path or a PostgreSQL URL."""
+
+    def new(engine: str) -> str:
+        if engine == "sqlite":
+            return str(tmp_path_factory.mktemp("usage") / "usage.sqlite")
+        return request.getfixturevalue("postgres").new_schema()
+
+    return new
+
+
 @pytest.fixture
-def app(tmp_path):
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "usage.sqlite"), "BUSY_TIMEOUT_MS": 200})
+def database(engine, new_database):
+    """A new, empty database of the test's engine."""
+    return new_database(engine)
+
+
+@pytest.fixture
+def app(database):
+    app = create_app({"TESTING": True, "DATABASE": database, "BUSY_TIMEOUT_MS": 200})
     yield app
 
 

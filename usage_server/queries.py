@@ -167,12 +167,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _ADD_EXCLUDED = """
-    requests = requests + excluded.requests,
-    unpriced = unpriced + excluded.unpriced,
-    platform_tokens = platform_tokens + excluded.platform_tokens,
-    user_tokens = user_tokens + excluded.user_tokens,
-    platform_cost = platform_cost + excluded.platform_cost,
-    user_cost = user_cost + excluded.user_cost
+    requests = {table}.requests + excluded.requests,
+    unpriced = {table}.unpriced + excluded.unpriced,
+    platform_tokens = {table}.platform_tokens + excluded.platform_tokens,
+    user_tokens = {table}.user_tokens + excluded.user_tokens,
+    platform_cost = {table}.platform_cost + excluded.platform_cost,
+    user_cost = {table}.user_cost + excluded.user_cost
 """
 
 _UPSERT_ROLLUP = """
@@ -198,7 +198,7 @@ UPSERT_LOCAL = {key: _UPSERT_LOCAL.format(table=table) for key, table in LOCAL_T
 BUMP_OWNER_VERSION = """
 INSERT INTO owner_version (owner_id, version)
 VALUES (:owner_id, 1)
-ON CONFLICT (owner_id) DO UPDATE SET version = version + 1
+ON CONFLICT (owner_id) DO UPDATE SET version = owner_version.version + 1
 """
 
 BUMP_ALL_OWNER_VERSIONS = """
@@ -253,7 +253,7 @@ SELECT owner_id,
        ts_us / 1000000 - ((ts_us / 1000000 + utc_offset + :phase) % :grain + :grain) % :grain AS local_start,
        series_id,""" + _EVENT_SUMS + """
 FROM usage_event, rollup_offset
-WHERE utc_offset IN (SELECT value FROM json_each(:offsets))
+WHERE utc_offset IN (SELECT CAST(value AS INTEGER) FROM json_each(:offsets))
 GROUP BY owner_id, utc_offset, local_start, series_id
 """
 REBUILD_LOCAL = {key: _REBUILD_LOCAL.format(table=table) for key, table in LOCAL_TABLES.items()}
@@ -306,7 +306,7 @@ FROM (SELECT slot_start,
              SUM(platform_tokens + user_tokens) AS tokens,
              SUM(platform_cost + user_cost) AS cost
       {rows}
-      GROUP BY slot_start)
+      GROUP BY slot_start) AS slots
 GROUP BY bucket
 """
 

@@ -1,10 +1,10 @@
 """The storage layer: connections and transactions, schema versions and their migrations,
 and what differs per engine. The rest of the server imports only what is named here and
-never which engine it is (today SQLite); storage imports nothing of the services above it."""
-from .connections import (Connection, DatabaseSetupError, Row, check_database_path, connect,
-                          database_exists, get_db, init_app, read_snapshot, start_up_connection, write_transaction)
+never which engine it is (SQLite or PostgreSQL); storage imports nothing of the services above it."""
+from .connections import (Connection, DatabaseSetupError, Row, check_database_path, connect, database_exists,
+                          engine_status, get_db, init_app, read_snapshot, start_up_connection, unavailable_reason,
+                          write_transaction)
 from .migrations import NewerSchemaError, Upgrade, drop_schema, migrate
-from .sqlite import engine_status, unavailable_reason
 
 __all__ = [
     "Connection", "DatabaseSetupError", "Row", "check_database_path", "connect", "database_exists",

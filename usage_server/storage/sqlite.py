@@ -1,6 +1,187 @@
-"""What is particular to SQLite: error names, the catalogue of tables, running a script in a
-transaction, and what /health reports. Another engine gets a module like this one."""
+"""What is particular to SQLite: opening a file with the server's pragmas, a kept connection
+per worker thread, transactions, error names, the catalogue of tables, running a script in
+a transaction, and what /health reports. PostgreSQL has a module like this one."""
+import os
 import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import pathname2url, url2pathname
+
+import click
+
+NAME = "sqlite"
+Connection = sqlite3.Connection
+Row = sqlite3.Row
+START_UP_WAIT_MS = 600_000  # a process starting while another upgrades or builds rollups waits for it
+PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
+KEPT_SETTINGS = ("DATABASE", "BUSY_TIMEOUT_MS", "SYNCHRONOUS", "MAX_PAGE_COUNT")  # fixed at connect
+
+
+class DatabaseSetupError(click.ClickException):
+    """A database that cannot be used, reported before anything is created."""
+
+
+def database_file(database: str) -> Path | None:
+    """The file behind DATABASE: a path, or an SQLite URI such as file:/srv/usage.sqlite?mode=ro."""
+    if database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return Path(url2pathname(urlsplit(database).path))
+    return Path(database)
+
+
+
+def database_uri(database: str, create: bool) -> str:
+    """What SQLite opens: a plain path read-write, created only when `create` (start-up)."""
+    if database == ":memory:" or database.startswith("file:"):
+        return database
+    return f"file:{pathname2url(os.path.abspath(database))}?mode={'rwc' if create else 'rw'}"
+
+
+
+def database_exists(database: str) -> bool:
+    """Whether DATABASE names an existing file (":memory:" always exists: nothing to create)."""
+    target = database_file(database)
+    return target is None or target.exists()
+
+
+
+def check_database_path(path: str) -> None:
+    """Refuse paths that would make SQLite create or overwrite the wrong thing."""
+    target = database_file(path)
+    if target is None:
+        return
+    if not target.parent.is_dir():
+        raise DatabaseSetupError(f"directory {target.parent} does not exist")
+    if target.exists():
+        try:
+            with open(target, "rb") as handle:
+                header = handle.read(16)
+        except OSError as exc:  # a directory, or a file we may not read
+            raise DatabaseSetupError(f"cannot use {target}: {exc.strerror}") from None
+        if header and header != b"SQLite format 3\x00":
+            raise DatabaseSetupError(f"{target} exists and is not an SQLite database")
+
+
+
+def connect(config, create: bool = False) -> sqlite3.Connection:
+    """Open a connection with the server's pragmas (busy_timeout first).
+
+    Only start-up creates the file: a database that vanishes later is an error, not a
+    new empty database. A read-only file keeps its journal mode and serves reads.
+    """
+    conn = sqlite3.connect(
+        database_uri(config["DATABASE"], create), isolation_level=None, check_same_thread=False, uri=True
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(config['BUSY_TIMEOUT_MS'])}")
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorname != "SQLITE_READONLY":
+            raise
+    if config.get("MAX_PAGE_COUNT"):  # a size quota (and how the tests fill the disk)
+        conn.execute(f"PRAGMA max_page_count = {int(config['MAX_PAGE_COUNT'])}")
+    synchronous = str(config["SYNCHRONOUS"]).upper()
+    if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise ValueError(f"SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+
+def set_deadline(conn: sqlite3.Connection, limit_ms: int) -> None:
+    """Interrupt any statement still running `limit_ms` from now (a runaway query)."""
+    deadline = time.monotonic() + limit_ms / 1000
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+
+
+
+def file_identity(database: str):
+    """What tells a replaced, rewritten or re-permissioned file from the one a connection holds."""
+    path = database_file(database)
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return stat.st_dev, stat.st_ino, stat.st_ctime_ns
+
+
+
+def kept_connection(app) -> sqlite3.Connection:
+    """The calling thread's connection for `app`, opened on its first request and kept.
+
+    Opening one (file, WAL index, schema, pragmas) costs more than a small query. It is
+    reopened after a fork, a change of settings, or a change of the file itself
+    (ctime), so requests behave as if each had opened its own.
+    """
+    config, kept = app.config, app.extensions["usage_server.connections"]
+    settings = tuple(config.get(name) for name in KEPT_SETTINGS)
+    held = getattr(kept, "held", None)
+    if held is not None and held[0] == (os.getpid(), settings, file_identity(config["DATABASE"])):
+        return held[1]
+    kept.held = None
+    if held is not None and held[0][0] == os.getpid():  # never close a parent's connection
+        held[1].close()
+    conn = connect(config)
+    kept.held = ((os.getpid(), settings, file_identity(config["DATABASE"])), conn)
+    return conn
+
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection):
+    """BEGIN IMMEDIATE: take the write lock up front, so a busy database fails fast."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # SQLite may have rolled back already (disk full, interrupt)
+            conn.execute("ROLLBACK")
+        raise
+
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection):
+    """One read transaction: every query of a response sees the same committed data."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+
+def request_connection(app) -> sqlite3.Connection:
+    return kept_connection(app)
+
+
+def release(app, conn: sqlite3.Connection) -> None:
+    """Hands a kept connection back clean: no deadline, no transaction (or drops it)."""
+    conn.set_progress_handler(None, 0)
+    if conn.in_transaction:  # a request that failed inside a transaction
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            app.extensions["usage_server.connections"].held = None
+            conn.close()
+
+
+def database_error(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError)
+
+
+def start_up_config(config) -> dict:
+    return {**config, "BUSY_TIMEOUT_MS": START_UP_WAIT_MS}
+
 
 # why the database could not answer, by SQLite's error name (the API answers each with a 503)
 UNAVAILABLE_REASONS = {
@@ -50,6 +231,12 @@ def statements(script: str) -> list[str]:
     return found
 
 
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    """A migration file, statement by statement, in the caller's transaction."""
+    for statement in statements(script):
+        conn.execute(statement)
+
+
 def drop_all_tables(conn: sqlite3.Connection) -> None:
     """Every table, in one transaction; foreign keys are off meanwhile, so the order does not matter."""
     conn.execute("PRAGMA foreign_keys = OFF")  # has no effect inside a transaction: set before BEGIN
@@ -68,7 +255,8 @@ def engine_status(conn: sqlite3.Connection) -> dict:
     """For /health: SQLite's version and the settings in effect on this connection."""
     pragmas = dict(conn.execute(SETTINGS_IN_EFFECT).fetchone())
     pragmas["synchronous"] = SYNCHRONOUS_NAMES[pragmas["synchronous"]]
-    return {"sqliteVersion": sqlite3.sqlite_version, "pragmas": pragmas}
+    return {"engine": NAME, "version": sqlite3.sqlite_version, "sqliteVersion": sqlite3.sqlite_version,
+            "pragmas": pragmas}
 
 
 def database_name(conn: sqlite3.Connection) -> str:

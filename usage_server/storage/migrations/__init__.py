@@ -10,10 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from .. import sqlite
-from ..connections import Connection, DatabaseSetupError, write_transaction
+from ..connections import Connection, DatabaseSetupError, engine_of, write_transaction
 
-STEPS = Path(__file__).resolve().parent / "sqlite"
+FOLDER = Path(__file__).resolve().parent  # one folder of steps per engine: sqlite/, postgresql/
 STEP_NAME = re.compile(r"(\d{4})_\w+\.sql")
 VERSION_TABLE = "schema_version"
 STORED_VERSION = """
@@ -26,15 +25,18 @@ VALUES (:version, :name, :applied_at)
 """
 
 
-def steps() -> list[tuple[int, Path]]:
-    """The migration files, numbered 1, 2, 3 ... without a gap."""
-    found = sorted((int(match[1]), path) for path in STEPS.iterdir() if (match := STEP_NAME.fullmatch(path.name)))
+def steps(engine: str = "sqlite") -> list[tuple[int, Path]]:
+    """The migration files of an engine, numbered 1, 2, 3 ... without a gap."""
+    folder = FOLDER / engine
+    found = sorted((int(match[1]), path) for path in folder.iterdir() if (match := STEP_NAME.fullmatch(path.name)))
     if [version for version, _ in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations in {STEPS} are not numbered 1 to {len(found)}")
+        raise RuntimeError(f"migrations in {folder} are not numbered 1 to {len(found)}")
     return found
 
 
-LATEST_VERSION = steps()[-1][0]
+LATEST_VERSION = steps("sqlite")[-1][0]
+if steps("postgresql")[-1][0] != LATEST_VERSION:
+    raise RuntimeError("every engine has the same numbered migrations")
 
 
 class Upgrade(NamedTuple):
@@ -55,9 +57,10 @@ class NewerSchemaError(DatabaseSetupError):
 
 def checked_version(conn: Connection) -> int:
     """The database's schema version (0 when none is recorded), if this release knows it."""
-    found = conn.execute(STORED_VERSION).fetchone()[0] if VERSION_TABLE in sqlite.table_names(conn) else 0
+    engine = engine_of(conn)
+    found = conn.execute(STORED_VERSION).fetchone()[0] if VERSION_TABLE in engine.table_names(conn) else 0
     if found > LATEST_VERSION:
-        raise NewerSchemaError(sqlite.database_name(conn), found)
+        raise NewerSchemaError(engine.database_name(conn), found)
     return found
 
 
@@ -72,20 +75,20 @@ def migrate(conn: Connection, rebuild_rollups: Callable[[Connection], None]) -> 
     """
     if checked_version(conn) == LATEST_VERSION:
         return Upgrade(LATEST_VERSION, LATEST_VERSION)
+    engine = engine_of(conn)
     with write_transaction(conn):
         found = checked_version(conn)
-        before = sqlite.table_names(conn)
-        for version, path in steps()[found:]:
-            for statement in sqlite.statements(path.read_text(encoding="utf-8")):
-                conn.execute(statement)
+        before = engine.table_names(conn)
+        for version, path in steps(engine.NAME)[found:]:
+            engine.run_script(conn, path.read_text(encoding="utf-8"))
             conn.execute(RECORD_VERSION, {"version": version, "name": path.stem,
                                           "applied_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
         made_before_versions = found == 0 and "usage_event" in before
-        if made_before_versions and sqlite.table_names(conn) - before - {VERSION_TABLE}:
+        if made_before_versions and engine.table_names(conn) - before - {VERSION_TABLE}:
             rebuild_rollups(conn)
     return Upgrade(found, LATEST_VERSION)
 
 
 def drop_schema(conn: Connection) -> None:
     """Every table and its data: `init-db --drop` starts over from version 0."""
-    sqlite.drop_all_tables(conn)
+    engine_of(conn).drop_all_tables(conn)
