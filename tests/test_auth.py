@@ -1,6 +1,5 @@
 """API keys: the accepted header forms, one identical 401 for every bad key, scopes, owners."""
 import hashlib
-import sqlite3
 from datetime import date
 
 import pytest
@@ -136,7 +135,7 @@ def test_each_scope_opens_its_own_endpoints(client, make_key, frozen_now):
 
 
 def test_keys_are_stored_only_as_sha256_hashes(app, key):
-    conn = sqlite3.connect(app.config["DATABASE"])
+    conn = connect(app.config)
     rows = conn.execute("SELECT * FROM api_key").fetchall()
     conn.close()
     assert len(rows) == 1

@@ -3,7 +3,6 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 from datetime import date
@@ -19,6 +18,7 @@ from oracle import expected_usage
 from seed import generator
 from usage_server import create_app
 from usage_server.cli import main
+from usage_server.storage import connect, write_transaction
 
 KEY_LINE = re.compile(r"usk_[0-9a-f]{12}_[A-Za-z0-9_-]{40}")
 SCRIPT = Path(sys.executable).with_name("usage-server")
@@ -178,8 +178,8 @@ def pinned_seed_clock(monkeypatch):
     monkeypatch.setattr(generator, "time", SimpleNamespace(time=FROZEN_NOW.timestamp))
 
 
-def stored_events(path):
-    conn = sqlite3.connect(path)
+def stored_events(config):
+    conn = connect(config)
     rows = conn.execute(
         "SELECT event_id, ts_us, prompt_tokens, completion_tokens, total_tokens, cost_micros, execution_us,"
         " billing_source FROM usage_event ORDER BY event_id").fetchall()
@@ -194,14 +194,15 @@ def seed(runner, *args):
     return last
 
 
-def test_seed_is_deterministic_and_prints_a_read_only_key(app, client, runner, tmp_path, frozen_now, pinned_seed_clock):
+def test_seed_is_deterministic_and_prints_a_read_only_key(app, client, runner, engine, new_database, frozen_now,
+                                                          pinned_seed_clock):
     args = ("--events", "3000", "--days", "30", "--seed", "7")
     key = seed(runner, *args)
-    twin = create_app({"TESTING": True, "DATABASE": str(tmp_path / "twin.sqlite")})
+    twin = create_app({"TESTING": True, "DATABASE": new_database(engine)})
     twin_key = seed(twin.test_cli_runner(), *args)
-    events = stored_events(app.config["DATABASE"])
+    events = stored_events(app.config)
     assert len(events) == 3000
-    assert events == stored_events(twin.config["DATABASE"])
+    assert events == stored_events(twin.config)
     query = {"period": "last_30_days", "granularity": "week"}
     body = usage(client, key, **query)
     assert body == usage(twin.test_client(), twin_key, **query)
@@ -233,11 +234,11 @@ def test_seed_write_key_can_post_to_the_demo_owner(app, client, runner, frozen_n
     assert sorted(row["scopes"] for row in key_rows(runner, "demo")) == ["read", "read,write"]
 
 
-def test_another_seed_gives_other_events(app, runner, tmp_path, pinned_seed_clock):
+def test_another_seed_gives_other_events(app, runner, engine, new_database, pinned_seed_clock):
     seed(runner, "--events", "500", "--days", "10", "--seed", "1")
-    other = create_app({"TESTING": True, "DATABASE": str(tmp_path / "other.sqlite")})
+    other = create_app({"TESTING": True, "DATABASE": new_database(engine)})
     seed(other.test_cli_runner(), "--events", "500", "--days", "10", "--seed", "2")
-    first, second = stored_events(app.config["DATABASE"]), stored_events(other.config["DATABASE"])
+    first, second = stored_events(app.config), stored_events(other.config)
     assert len(first) == len(second) == 500
     assert {row[1:] for row in first} != {row[1:] for row in second}
 
@@ -246,7 +247,7 @@ def test_seed_events_lie_within_the_last_days(app, runner, pinned_seed_clock):
     seed(runner, "--events", "1000", "--days", "3", "--seed", "5")
     now_us = int(FROZEN_NOW.timestamp()) * 1_000_000
     first_day_us = (int(FROZEN_NOW.timestamp()) // 86_400 - 2) * 86_400 * 1_000_000
-    assert all(first_day_us <= row[1] < now_us for row in stored_events(app.config["DATABASE"]))
+    assert all(first_day_us <= row[1] < now_us for row in stored_events(app.config))
 
 
 # --- import-prices and rebuild-rollups -------------------------------------------------------------
@@ -315,10 +316,10 @@ def test_rebuild_rollups_restores_the_report_from_the_events(app, client, runner
         granularity: expected_usage(EVENTS, {"cfg_a": config}, PRICES, date(2026, 3, 12), date(2026, 3, 18), granularity)
         for granularity in ("day", "hour")
     }
-    conn = sqlite3.connect(app.config["DATABASE"])
-    for table in ("rollup_day", "rollup_hour", "rollup_quarter"):
-        conn.execute(f"UPDATE {table} SET requests = requests * 2, platform_cost = platform_cost + 1")
-    conn.commit()
+    conn = connect(app.config)
+    with write_transaction(conn):
+        for table in ("rollup_day", "rollup_hour", "rollup_quarter"):
+            conn.execute(f"UPDATE {table} SET requests = requests * 2, platform_cost = platform_cost + 1")
     conn.close()
     assert usage(client, key)["summary"] != expected["day"]["summary"]
     stale_tag = client.get("/v1/model-usage", headers=bearer(key)).headers["ETag"]

@@ -95,6 +95,7 @@ def writer_lock(app, seeded, request):
     other.close()
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     "url, body",
     [("/v1/model-usage/events", {"events": [dict(EVENT, id="e2")]}),
@@ -115,6 +116,7 @@ def test_write_under_a_held_lock_is_a_quick_503(app, client, key, writer_lock, u
         assert retry.get_json() == {"accepted": 1, "duplicates": 0, "conflicts": 0}  # the 503 stored nothing
 
 
+@pytest.mark.sqlite_only
 def test_reads_are_served_under_a_write_lock_and_see_only_committed_data(client, key, seeded, writer_lock):
     """WAL: readers never wait for a writer, and never see its uncommitted changes."""
     started = time.monotonic()
@@ -141,6 +143,7 @@ def exclusive_connection(app, key):
     other.close()
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("method, url", [("GET", "/v1/model-usage"), ("GET", "/health"),
                                          ("POST", "/v1/model-usage/events")])
 def test_an_unreadable_database_is_a_quick_503_not_a_hang(app, client, key, exclusive_connection, method, url):

@@ -257,11 +257,14 @@ def test_default_query_limit_is_shorter_than_gunicorns_default_timeout(app):
 # --- GET /health ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 def test_health_reports_sqlite_and_the_pragmas_in_effect(client):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "ok",
+        "engine": "sqlite",
+        "version": sqlite3.sqlite_version,
         "sqliteVersion": sqlite3.sqlite_version,
         "pragmas": {"journal_mode": "wal", "synchronous": "FULL", "busy_timeout": 200, "foreign_keys": 1},
     }

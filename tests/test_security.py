@@ -13,6 +13,8 @@ import pytest
 from conftest import assert_error, bearer, create_config, post_events
 from usage_server import auth, reports
 from usage_server.auth import KEY_PATTERN
+from usage_server.storage import connect
+from usage_server.storage.connections import engine_of
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT = {"id": "e1", "timestamp": "2026-03-18T10:00:00Z", "modelConfigId": "cfg_a", "promptTokens": 10,
@@ -135,14 +137,24 @@ def test_the_raw_key_is_never_stored_only_its_hash(app, runner):
     assert len(secret) == 40
     listed = runner.invoke(args=["list-keys"])
     assert listed.exit_code == 0 and secret not in listed.output
-    conn = sqlite3.connect(app.config["DATABASE"])
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    conn = connect(app.config)
+    tables = engine_of(conn).table_names(conn)
     values = [str(value) for table in tables for row in conn.execute(f'SELECT * FROM "{table}"') for value in row]
     conn.close()
     assert auth.hash_key(key) in values
     assert not any(secret in value for value in values)
-    for path in Path(app.config["DATABASE"]).parent.glob("usage.sqlite*"):  # the file, its WAL and journal
+
+
+@pytest.mark.sqlite_only
+def test_the_raw_key_is_in_no_byte_of_the_database_files(app, runner):
+    key = runner.invoke(args=["create-key", "acme"]).output.strip().splitlines()[-1]
+    secret = key[len("usk_") + 12 + 1:]
+    conn = connect(app.config)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    files = list(Path(app.config["DATABASE"]).parent.glob("usage.sqlite*"))  # the file, its WAL and journal
+    assert files
+    for path in files:
         assert secret.encode() not in path.read_bytes(), path
 
 

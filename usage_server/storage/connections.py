@@ -18,6 +18,11 @@ def engine_for(database: str):
     return postgresql if postgresql.is_url(database) else sqlite
 
 
+def engine_name(database: str) -> str:
+    """"sqlite" or "postgresql": for names and messages, never for deciding what to do."""
+    return engine_for(database).NAME
+
+
 def engine_of(conn):
     return postgresql if isinstance(conn, postgresql.Connection) else sqlite
 
