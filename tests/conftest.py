@@ -55,9 +55,9 @@ def new_database(request, tmp_path_factory):
 
 
 @pytest.fixture
-def database(engine, new_database):
-    """A new, empty database of the test's engine."""
-    return new_database(engine)
+def database(engine, new_database, tmp_path):
+    """A new, empty database of the test's engine (SQLite: usage.sqlite in the test's tmp_path)."""
+    return str(tmp_path / "usage.sqlite") if engine == "sqlite" else new_database(engine)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from usage_server import create_app
 from usage_server.storage import DatabaseSetupError
 
 USAGE = "/v1/model-usage?startDate=2026-03-01&endDate=2026-03-07"
+pytestmark = pytest.mark.sqlite_only  # faults of an SQLite file (PostgreSQL's: test_postgres_faults.py)
 NOT_A_DATABASE = b"owner,tokens\nacme,12\n"  # a user's file that happens to sit at the path
 
 
@@ -257,7 +258,6 @@ def test_default_query_limit_is_shorter_than_gunicorns_default_timeout(app):
 # --- GET /health ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.sqlite_only
 def test_health_reports_sqlite_and_the_pragmas_in_effect(client):
     response = client.get("/health")
     assert response.status_code == 200
