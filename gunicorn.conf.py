@@ -51,7 +51,7 @@ def on_starting(server):
 def check_start_up() -> None:
     """What every worker will do first (create_app), with any refusal as one `Error:` line."""
     from usage_server import create_app
-    from usage_server.db import DatabaseSetupError
+    from usage_server.storage import DatabaseSetupError
 
     try:
         create_app()

@@ -6,8 +6,8 @@ import zipfile
 
 from gunicorn_server import REPO
 
-SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "schema.sql", "usage_server", "seed")
-DATA = ("usage_server/schema.sql", "usage_server/prices.json", "usage_server/templates/dashboard.html",
+SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "usage_server", "seed")
+DATA = ("usage_server/storage/migrations/sqlite/0001_initial.sql", "usage_server/prices.json", "usage_server/templates/dashboard.html",
         "usage_server/templates/docs.html", "usage_server/static/dashboard.css", "usage_server/static/dashboard.js",
         "usage_server/static/vendor/uplot/uPlot.iife.min.js", "usage_server/static/vendor/uplot/uPlot.min.css",
         "usage_server/static/vendor/uplot/LICENSE")
@@ -34,5 +34,6 @@ def test_the_wheel_builds_without_warnings_and_carries_the_data_files(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert set(DATA) <= names, set(DATA) - names
-        assert archive.read("usage_server/schema.sql") == (REPO / "schema.sql").read_bytes()  # the file, not a link
+        for step in (REPO / "usage_server" / "storage" / "migrations").glob("*/*.sql"):
+            assert archive.read(str(step.relative_to(REPO))) == step.read_bytes()  # every migration, as a file
     assert not any("__pycache__" in name or name.startswith(("tests/", "benchmarks/")) for name in names)
