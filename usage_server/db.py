@@ -22,6 +22,7 @@ LOCAL_ROLLUPS_PRESENT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND na
 LOCAL_YEARS_AHEAD = 5  # FAST_TIMEZONES: offsets in use from 1970 to this many years from now
 START_UP_WAIT_MS = 600_000  # a worker starting while another builds local rollups waits for it
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
+clock = time.monotonic  # the deadline's time source; tests swap in one that counts the checks
 KEPT_SETTINGS = ("DATABASE", "BUSY_TIMEOUT_MS", "SYNCHRONOUS", "MAX_PAGE_COUNT")  # fixed at connect
 
 
@@ -90,8 +91,8 @@ def connect(config, create: bool = False) -> sqlite3.Connection:
 
 def set_deadline(conn: sqlite3.Connection, limit_ms: int) -> None:
     """Interrupt any statement still running `limit_ms` from now (a runaway query)."""
-    deadline = time.monotonic() + limit_ms / 1000
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+    deadline = clock() + limit_ms / 1000
+    conn.set_progress_handler(lambda: clock() > deadline, PROGRESS_STEPS)
 
 
 def file_identity(database: str):
