@@ -39,12 +39,12 @@ def gunicorn(database, log_path, workers=4, timeout=30, **config):
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # only bounds a failure: a busy machine boots slowly
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{Path(log_path).read_text()}")
             try:
-                if requests.get(f"{base}/health", timeout=5).status_code == 200:
+                if requests.get(f"{base}/health", timeout=60).status_code == 200:
                     break
             except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
                 pass

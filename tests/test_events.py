@@ -545,25 +545,25 @@ def test_a_real_server_answers_an_oversized_body_with_a_complete_413(tmp_path):
     with gunicorn(database, tmp_path / "gunicorn.log", workers=1) as base:
         port = int(base.rsplit(":", 1)[1])
         # a client that sends the whole body before reading
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
             sock.sendall(head + body)
             status, headers, answer = read_http_response(sock)
         assert status.startswith("HTTP/1.1 413 ")
         assert headers["content-type"] == "application/json" and headers["connection"] == "close"
         assert json.loads(answer) == expected
         # a client that waits for an answer before sending the body gets it at once
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
             sock.sendall(head)
             status, headers, answer = read_http_response(sock)
         assert status.startswith("HTTP/1.1 413 ") and json.loads(answer) == expected
         # an ordinary HTTP client, with a Content-Length and chunked, and the single worker is free again afterwards
-        response = requests.post(f"{base}/v1/model-usage/events", data=body, headers=bearer(key), timeout=10)
+        response = requests.post(f"{base}/v1/model-usage/events", data=body, headers=bearer(key), timeout=120)
         assert (response.status_code, response.json()) == (413, expected)
         chunks = (body[start:start + 65536] for start in range(0, len(body), 65536))
-        response = requests.post(f"{base}/v1/model-usage/events", data=chunks, headers=bearer(key), timeout=10)
+        response = requests.post(f"{base}/v1/model-usage/events", data=chunks, headers=bearer(key), timeout=120)
         assert (response.request.headers.get("Transfer-Encoding"), response.status_code, response.json()) == \
             ("chunked", 413, expected)
-        assert requests.get(f"{base}/health", timeout=10).status_code == 200
+        assert requests.get(f"{base}/health", timeout=120).status_code == 200
 
 
 # --- what is stored ----------------------------------------------------------------------------
