@@ -112,8 +112,6 @@ def oracle_events(rng: random.Random, count: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory):
     """One database, 300 events ingested in batches (one re-sent), read by every oracle test."""
-    import usage_server.api as api
-
     path = tmp_path_factory.mktemp("oracle") / "usage.sqlite"
     key = prepare_database(path)["acme"]
     app = create_app({"TESTING": True, "DATABASE": str(path)})
@@ -127,9 +125,7 @@ def ingested(tmp_path_factory):
         batch = events[first:first + 120]
         assert post_events(client, key, batch) == {"accepted": len(batch), "duplicates": 0, "conflicts": 0}
     assert post_events(client, key, events[:120]) == {"accepted": 0, "duplicates": 120, "conflicts": 0}
-    original, api.utc_now = api.utc_now, lambda: FROZEN_NOW
-    yield SimpleNamespace(client=client, key=key, configs=configs, events=events, prices=catalogue_prices())
-    api.utc_now = original
+    return SimpleNamespace(client=client, key=key, configs=configs, events=events, prices=catalogue_prices())
 
 
 QUERIES = [
@@ -152,7 +148,7 @@ QUERIES = [
 
 
 @pytest.mark.parametrize("query, start, end, granularity, zone, config_id", QUERIES, ids=[q[0] or "default" for q in QUERIES])
-def test_usage_read_back_matches_the_oracle(ingested, query, start, end, granularity, zone, config_id):
+def test_usage_read_back_matches_the_oracle(ingested, frozen_now, query, start, end, granularity, zone, config_id):
     body = usage(ingested.client, ingested.key, query)
     expected = expected_usage(ingested.events, ingested.configs, ingested.prices, start, end, granularity, zone, config_id)
     assert body["summary"] == expected["summary"]
