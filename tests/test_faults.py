@@ -284,9 +284,10 @@ def seconds_per_sample(path, key) -> float:
 
 @pytest.mark.slow
 def test_runaway_query_is_answered_before_gunicorns_worker_timeout(runaway_database, tmp_path):
-    """Sized on this machine, now, the report would run OUTLASTS worker timeouts unlimited
-    (its work grows with the years it reads, and the fastest sample run only makes the
-    estimate larger); the 200 ms limit answers it with a 503 and the worker lives on."""
+    """Unlimited, the report would run OUTLASTS worker timeouts: its work grows with the years
+    it reads, and the years come from the fastest of three sample runs on this machine, now
+    (a busy moment only adds years). The 200 ms limit answers it with a 503, and gunicorn
+    never has to kill the worker."""
     path, key = runaway_database
     years = max(SAMPLE_YEARS, math.ceil(SAMPLE_YEARS * OUTLASTS * WORKER_TIMEOUT_S / seconds_per_sample(path, key)))
     fill_quarter_rollups(path, SAMPLE_YEARS, years - SAMPLE_YEARS)
