@@ -1,15 +1,18 @@
 """A writer killed with SIGKILL mid-batch, again and again, on one database file.
 
+The writer stops itself at a point of its work drawn for each trial, always inside a
+batch, and is killed there: every kill lands mid-batch, whatever the machine's speed.
+
 After every kill the file must pass PRAGMA integrity_check, every batch must be all
 there or not there at all, committed batches must all be there, and the rollups must
 equal the events summed again from scratch.
 """
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import random
 import signal
 import sqlite3
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from usage_server.storage import connect, write_transaction
 
 TRIALS = 50
 BATCH_SIZE = 1000
+STOPS = range(1, 6_000)  # counts of crash_writer.STEPS VM steps: about two batches' worth
 FORK = multiprocessing.get_context("fork")
 # table -> (slot length, seconds from a slot start to the epoch's slot grid): weeks start
 # on Mondays, and 1970-01-01 was a Thursday
@@ -52,19 +56,22 @@ def read_log(path: Path) -> tuple[set[int], set[int]]:
     return {n for mark, n in marks if mark == "begin"}, {n for mark, n in marks if mark == "commit"}
 
 
-def kill_mid_batch(database: Path, log: Path, trial: int, rng: random.Random) -> None:
-    """Fork a writer (no connection is open here to inherit), let it run a while, SIGKILL it."""
-    writer = FORK.Process(target=crash_writer.main, args=(str(database), str(log), trial, BATCH_SIZE))
+def kill_mid_batch(database: Path, log: Path, trial: int, stop_at: int) -> int:
+    """Fork a writer (no connection is open here to inherit), SIGKILL it where it stops;
+    the number of the batch it was storing."""
+    receiver, sender = FORK.Pipe(duplex=False)
+    writer = FORK.Process(target=crash_writer.main, args=(str(database), str(log), trial, BATCH_SIZE, stop_at, sender))
     writer.start()
-    deadline = time.monotonic() + 60
-    while not read_log(log)[0]:  # wait for the first batch to start
-        assert writer.is_alive(), f"writer exited with {writer.exitcode}"
-        assert time.monotonic() < deadline, "writer never started a batch"
-        time.sleep(0.002)
-    time.sleep(rng.uniform(0, 0.25))
+    sender.close()  # the writer's copy is the only one left: its death ends the pipe
+    assert multiprocessing.connection.wait([receiver], timeout=600), "the writer neither stopped nor exited"
+    try:
+        number = receiver.recv()
+    except EOFError:
+        raise AssertionError(f"the writer exited with {writer.exitcode} before its stop") from None
     writer.kill()
-    writer.join(30)
+    writer.join(120)
     assert writer.exitcode == -signal.SIGKILL
+    return number
 
 
 def check_database(database: Path, trial: int, begun: set[int], committed: set[int], earlier: int) -> int:
@@ -109,12 +116,13 @@ def test_sigkill_mid_batch_leaves_whole_batches_and_a_sound_file(tmp_path):
                                              "model_id": "gpt-4o", "provider": "OpenAI", "model_name": "GPT-4o",
                                              "provider_key_id": None, "settings": "{}", "created_at": "2026-03-01T00:00:00Z"})
     conn.close()
-    mid_batch, stored = 0, 0
+    stored = 0
     for trial in range(TRIALS):
         log = tmp_path / f"trial{trial}.log"
-        kill_mid_batch(database, log, trial, rng)
+        killed_in = kill_mid_batch(database, log, trial, rng.choice(STOPS))
         begun, committed = read_log(log)
-        mid_batch += begun != committed
-        stored += check_database(database, trial, begun, committed, stored)
-    assert mid_batch >= TRIALS // 2, mid_batch
-    print(f"\ncrash: {TRIALS} trials passed, {mid_batch} killed inside a batch, {stored} batches stored")
+        assert (begun, committed) == (set(range(killed_in + 1)), set(range(killed_in)))
+        kept = check_database(database, trial, begun, committed, stored)
+        assert kept == killed_in  # the committed batches, none of the one killed before its commit
+        stored += kept
+    print(f"\ncrash: {TRIALS} trials passed, each killed inside a batch, {stored} batches stored")

@@ -97,31 +97,32 @@ def writer_lock(app, seeded, request):
 
 @pytest.mark.sqlite_only
 @pytest.mark.parametrize(
-    "url, body",
-    [("/v1/model-usage/events", {"events": [dict(EVENT, id="e2")]}),
-     ("/v1/model-configs", {"id": "cfg_b", "modelId": "gpt-4o", "provider": "OpenAI"})],
+    "url, body, stored",
+    [("/v1/model-usage/events", {"events": [dict(EVENT, id="e2")]}, 200),
+     ("/v1/model-configs", {"id": "cfg_b", "modelId": "gpt-4o", "provider": "OpenAI"}, 201)],
 )
-def test_write_under_a_held_lock_is_a_quick_503(app, client, key, writer_lock, url, body):
+def test_write_under_a_held_lock_is_a_quick_503(app, client, key, writer_lock, url, body, stored):
+    """The lock is held by this thread, so it cannot be let go while the request runs: an
+    answer at all shows the writer gave up after its busy timeout instead of waiting."""
     started = time.monotonic()
     response = client.post(url, json=body, headers=bearer(key))
     elapsed = time.monotonic() - started
     assert_plain_error(response, 503, "service_unavailable")
     assert response.headers["Retry-After"] == str(app.config["RETRY_AFTER_SECONDS"])
-    assert app.config["BUSY_TIMEOUT_MS"] / 1000 * 0.5 <= elapsed < 2.0
+    assert elapsed >= app.config["BUSY_TIMEOUT_MS"] / 1000 * 0.5  # it did wait for the lock a while
     writer_lock.execute("ROLLBACK")
     writer_lock.execute("BEGIN")  # the fixture rolls back again at teardown
     retry = client.post(url, json=body, headers=bearer(key))
-    assert retry.status_code in (200, 201), retry.get_json()
+    assert retry.status_code == stored, retry.get_json()
     if "events" in body:
         assert retry.get_json() == {"accepted": 1, "duplicates": 0, "conflicts": 0}  # the 503 stored nothing
 
 
 @pytest.mark.sqlite_only
 def test_reads_are_served_under_a_write_lock_and_see_only_committed_data(client, key, seeded, writer_lock):
-    """WAL: readers never wait for a writer, and never see its uncommitted changes."""
-    started = time.monotonic()
+    """WAL: readers never wait for a writer, and never see its uncommitted changes. The lock
+    is held by this thread for the whole read: a reader that waited would get a 503."""
     response = client.get("/v1/model-usage?period=today", headers=bearer(key))
-    assert time.monotonic() - started < 0.5
     assert response.status_code == 200
     assert response.get_json() == seeded
     assert seeded["summary"]["totalRequests"] == 1
@@ -147,8 +148,9 @@ def exclusive_connection(app, key):
 @pytest.mark.parametrize("method, url", [("GET", "/v1/model-usage"), ("GET", "/health"),
                                          ("POST", "/v1/model-usage/events")])
 def test_an_unreadable_database_is_a_quick_503_not_a_hang(app, client, key, exclusive_connection, method, url):
+    """The exclusive lock is this thread's: an answer at all shows the server gave up after its busy timeout."""
     started = time.monotonic()
     response = client.open(url, method=method, headers=bearer(key), json={"events": [dict(EVENT, id="e3")]})
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started >= app.config["BUSY_TIMEOUT_MS"] / 1000 * 0.5  # it did wait a while
     assert_plain_error(response, 503, "service_unavailable")
     assert response.headers["Retry-After"] == str(app.config["RETRY_AFTER_SECONDS"])

@@ -13,6 +13,7 @@ import functools
 import io
 import itertools
 import random
+import sqlite3
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -250,7 +251,25 @@ def store(request, tmp_path_factory):
     events = build_events()
     store.post("tz", events)
     store.post("tz", events[::997])  # re-sent: skipped, never counted twice
+    store.key("nobody")  # an owner without usage, made here so that no test writes
     return store
+
+
+@pytest.fixture
+def own_store(store, tmp_path):
+    """An empty database of the test's own, kept like the module's: for tests that write."""
+    return Store(create_app({"TESTING": True, "DATABASE": str(tmp_path / "usage.sqlite"),
+                             "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]}))
+
+
+def copy_of(store, tmp_path) -> str:
+    """A copy of the module's database, for an app whose start-up writes to it (local offsets)."""
+    path = tmp_path / "copy.sqlite"
+    source, copy = sqlite3.connect(store.app.config["DATABASE"]), sqlite3.connect(path)
+    source.backup(copy)
+    source.close()
+    copy.close()
+    return str(path)
 
 
 @pytest.fixture
@@ -463,14 +482,14 @@ def test_every_preset_follows_the_local_today(store, presets, pin, zone, now):
 # --- startDate and endDate are local dates ----------------------------------------------------------
 
 
-def test_an_event_counts_on_its_local_date_and_in_its_own_repeated_hour(store):
+def test_an_event_counts_on_its_local_date_and_in_its_own_repeated_hour(own_store):
     events = [payload(0, 1_773_799_200 * 10**6, prefix="x"),  # 2026-03-18T02:00Z: the 17th in Los Angeles
               payload(1, 1_793_521_800 * 10**6, prefix="x"),  # 2026-11-01T08:30Z: 01:30 PDT
               payload(2, 1_793_525_400 * 10**6, prefix="x")]  # 2026-11-01T09:30Z: 01:30 PST
-    store.post("edges", events)
+    own_store.post("edges", events)
 
     def requests(query):
-        body = store.get(query, "edges").get_json()
+        body = own_store.get(query, "edges").get_json()
         return {point["date"]: point["requests"] for point in body["timeSeries"] if point["requests"]}
 
     la, march_17, november_1 = "America/Los_Angeles", date(2026, 3, 17), date(2026, 11, 1)
@@ -483,7 +502,7 @@ def test_an_event_counts_on_its_local_date_and_in_its_own_repeated_hour(store):
         for granularity in GRANULARITIES:
             for day in (march_17, november_1):
                 start, end = day - timedelta(days=1), day + timedelta(days=1)
-                check(store, query_for(start, end, granularity, zone), start, end, granularity, zone, owner="edges")
+                check(own_store, query_for(start, end, granularity, zone), start, end, granularity, zone, owner="edges")
 
 
 def test_dates_alone_are_read_in_the_zone(store, pin):
@@ -560,9 +579,9 @@ def test_an_unknown_zone_is_a_400_naming_timezone(store, name):
     assert [item["code"] for item in body["details"]] == ["UNKNOWN_TIMEZONE"]
 
 
-def test_the_default_zone_applies_without_the_parameter_and_is_echoed(store, pin):
+def test_the_default_zone_applies_without_the_parameter_and_is_echoed(store, pin, tmp_path):
     pin(datetime(2026, 4, 5, 13, 30, tzinfo=UTC))
-    other = create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"], "DEFAULT_TIMEZONE": "Asia/Kathmandu",
+    other = create_app({"TESTING": True, "DATABASE": copy_of(store, tmp_path), "DEFAULT_TIMEZONE": "Asia/Kathmandu",
                         "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]})
     headers = bearer(store.key("tz"))
     for query in ({"granularity": "hour"}, {"period": "last_month"}, {"startDate": "2026-03-28", "endDate": "2026-04-05"}):
@@ -575,9 +594,9 @@ def test_the_default_zone_applies_without_the_parameter_and_is_echoed(store, pin
           "Asia/Kathmandu", "last_7_days")
 
 
-def test_the_default_zone_comes_from_the_environment(store, monkeypatch):
+def test_the_default_zone_comes_from_the_environment(store, monkeypatch, tmp_path):
     monkeypatch.setenv("USAGE_SERVER_DEFAULT_TIMEZONE", "America/St_Johns")
-    app = create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"],
+    app = create_app({"TESTING": True, "DATABASE": copy_of(store, tmp_path),
                       "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]})
     assert app.config["DEFAULT_TIMEZONE"] == "America/St_Johns"
     response = app.test_client().get("/v1/model-usage", headers=bearer(store.key("tz")))
@@ -585,9 +604,9 @@ def test_the_default_zone_comes_from_the_environment(store, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["Mars/Olympus", "", "localtime"])
-def test_an_unknown_default_zone_stops_the_app_from_starting(store, name):
+def test_an_unknown_default_zone_stops_the_app_from_starting(tmp_path, name):
     with pytest.raises(ValueError, match="DEFAULT_TIMEZONE"):
-        create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"], "DEFAULT_TIMEZONE": name})
+        create_app({"TESTING": True, "DATABASE": str(tmp_path / "usage.sqlite"), "DEFAULT_TIMEZONE": name})
 
 
 # --- properties over random zones, ranges and events ------------------------------------------------
@@ -644,13 +663,13 @@ def additive(body: dict) -> tuple[dict, dict]:
 
 @settings(max_examples=80, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 @given(scenario=scenarios())
-def test_random_zones_ranges_and_events(store, scenario):
+def test_random_zones_ranges_and_events(own_store, scenario):
     zone, start, end, granularity, events = scenario
     owner = f"prop{next(owners)}"
-    store.configs(owner)
+    own_store.configs(owner)
     if events:
-        store.post(owner, events)
-    body = check(store, query_for(start, end, granularity, zone), start, end, granularity, zone, owner=owner)
+        own_store.post(owner, events)
+    body = check(own_store, query_for(start, end, granularity, zone), start, end, granularity, zone, owner=owner)
 
     summary, models = additive(body)
     points = body["timeSeries"]
@@ -660,11 +679,11 @@ def test_random_zones_ranges_and_events(store, scenario):
     assert sum(model[2] for model in models.values()) == summary["totalCost"]
 
     daily = granularity if granularity in ("hour", "day") else "day"
-    whole = body if daily == granularity else store.get(query_for(start, end, daily, zone), owner).get_json()
+    whole = body if daily == granularity else own_store.get(query_for(start, end, daily, zone), owner).get_json()
     series, summed, per_model = [], dict.fromkeys(summary, 0), {}
     for offset in range((end - start).days + 1):
         day = start + timedelta(days=offset)
-        part = store.get(query_for(day, day, daily, zone), owner).get_json()
+        part = own_store.get(query_for(day, day, daily, zone), owner).get_json()
         part_summary, part_models = additive(part)
         series += part["timeSeries"]
         for name, value in part_summary.items():

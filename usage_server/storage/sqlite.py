@@ -17,6 +17,7 @@ Row = sqlite3.Row
 START_UP_WAIT_MS = 600_000  # a process starting while another upgrades or builds rollups waits for it
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
 KEPT_SETTINGS = ("DATABASE", "BUSY_TIMEOUT_MS", "SYNCHRONOUS", "MAX_PAGE_COUNT")  # fixed at connect
+clock = time.monotonic  # the deadline's time source; tests swap in one that counts the checks
 
 
 class DatabaseSetupError(click.ClickException):
@@ -95,8 +96,8 @@ def connect(config, create: bool = False) -> sqlite3.Connection:
 
 def set_deadline(conn: sqlite3.Connection, limit_ms: int) -> None:
     """Interrupt any statement still running `limit_ms` from now (a runaway query)."""
-    deadline = time.monotonic() + limit_ms / 1000
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+    deadline = clock() + limit_ms / 1000
+    conn.set_progress_handler(lambda: clock() > deadline, PROGRESS_STEPS)
 
 
 
