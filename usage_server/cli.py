@@ -167,8 +167,23 @@ def migrate_command():
         click.echo(f"Upgraded the database {database} from schema version {found} to {upgrade.reached}.")
 
 
+@click.command("copy-to")
+@click.argument("target")
+@with_appcontext
+def copy_to_command(target):
+    """Copy owners, keys, configs, prices and events into TARGET (a path or a PostgreSQL URL)
+    and build its rollups; a re-run copies only what is new, a target with other data is refused."""
+    from .copying import copy_to
+
+    conn = open_db()
+    try:
+        copy_to(conn, current_app.config, target, click.echo)
+    finally:
+        conn.close()
+
+
 COMMANDS = (init_db_command, create_key_command, list_keys_command, revoke_key_command,
-            import_prices_command, rebuild_rollups_command, seed_command, migrate_command)
+            import_prices_command, rebuild_rollups_command, seed_command, migrate_command, copy_to_command)
 
 
 def init_app(app) -> None:

@@ -410,3 +410,72 @@ SCHEMA_READABLE = """
 SELECT COUNT(*)
 FROM owner
 """
+
+# --- copying a database (copy-to) ---------------------------------------------------------------
+# The tables copy-to copies, parents first: table -> (key width, copy order, columns). A row is
+# told by its first `key width` columns on both ends. Rows are read in the key's order, keys in
+# their creation order (rowid), which list-keys shows. Rollups are rebuilt, never copied.
+COPIED_TABLES = {
+    "owner": (1, ("id",), ("id", "name", "created_at")),
+    "api_key": (1, ("rowid",), ("id", "owner_id", "name", "key_hash", "scopes", "created_at", "revoked_at")),
+    "model": (1, ("model_id",), ("model_id", "provider", "display_name", "prompt_micros_per_mtok",
+                                 "completion_micros_per_mtok")),
+    "model_config": (2, ("owner_id", "id"), ("owner_id", "id", "display_name", "model_id", "provider", "model_name",
+                                            "provider_key_id", "settings", "created_at", "updated_at")),
+    "usage_series": (1, ("id",), ("id", "owner_id", "config_id", "model_id", "provider", "model_name")),
+    "usage_event": (1, ("id",), ("id", "owner_id", "event_id", "ts_us", "series_id", "prompt_tokens",
+                                 "completion_tokens", "total_tokens", "cost_micros", "priced", "execution_us",
+                                 "billing_source", "fingerprint")),
+}
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+COPY_COUNT, COPY_FIRST_PAGE, COPY_NEXT_PAGE, COPY_KEY_RANGE, COPY_ROWS = {}, {}, {}, {}, {}
+for _table, (_width, _order, _columns) in COPIED_TABLES.items():
+    _key, _listed = ", ".join(_columns[:_width]), ", ".join(_columns)
+    _read = ", ".join(_columns + tuple(name for name in _order if name not in _columns))  # then the order's own
+    COPY_COUNT[_table] = f"""
+SELECT COUNT(*)
+FROM {_table}
+"""
+    # Pages in copy order (keyset pagination: every page is one index range, however far in).
+    COPY_FIRST_PAGE[_table] = f"""
+SELECT {_read}
+FROM {_table}
+ORDER BY {", ".join(_order)}
+LIMIT ?
+"""
+    COPY_NEXT_PAGE[_table] = f"""
+SELECT {_read}
+FROM {_table}
+WHERE ({", ".join(_order)}) > ({_marks(len(_order))})
+ORDER BY {", ".join(_order)}
+LIMIT ?
+"""
+    COPY_KEY_RANGE[_table] = f"""
+SELECT {_listed}
+FROM {_table}
+WHERE ({_key}) >= ({_marks(_width)})
+  AND ({_key}) <= ({_marks(_width)})
+"""
+    # The source's row wins: only a default catalogue price is ever replaced (see copying.py).
+    COPY_ROWS[_table] = f"""
+INSERT INTO {_table} ({_listed})
+VALUES ({_marks(len(_columns))})
+ON CONFLICT ({_key}) DO UPDATE SET
+    """ + ",\n    ".join(f"{name} = excluded.{name}" for name in _columns[_width:])
+
+OWNER_IDS = """
+SELECT id
+FROM owner
+ORDER BY id
+"""
+
+SET_OWNER_VERSION = """
+INSERT INTO owner_version (owner_id, version)
+VALUES (:owner_id, :version)
+ON CONFLICT (owner_id) DO UPDATE SET version = excluded.version
+"""

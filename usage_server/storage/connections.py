@@ -31,6 +31,17 @@ def database_exists(database: str) -> bool:
     return engine_for(database).database_exists(database)
 
 
+def same_database(first: str, second: str) -> bool:
+    """Whether two DATABASE settings name one database (copy-to will not copy one onto itself)."""
+    engine = engine_for(first)
+    return engine is engine_for(second) and engine.same_database(first, second)
+
+
+def redacted(database: str) -> str:
+    """A DATABASE setting fit to print: a URL's password hidden."""
+    return postgresql.redacted(database)
+
+
 def check_database_path(database: str) -> None:
     """Refuse a DATABASE setting that would make the engine create or overwrite the wrong thing."""
     engine_for(database).check_database_path(database)
@@ -79,6 +90,11 @@ def unavailable_reason(exc: BaseException) -> str | None:
     """Why the database cannot answer now ("busy", "full", "read_only", "time_limit" or
     "unavailable"), or None when `exc` is not an outage but a bug (a 500)."""
     return sqlite.unavailable_reason(exc) or postgresql.unavailable_reason(exc)
+
+
+def sync_identities(conn) -> None:
+    """Call after inserting rows with explicit ids: later rows get ids after them."""
+    engine_of(conn).sync_identities(conn)
 
 
 def engine_status(conn) -> dict:

@@ -16,7 +16,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 
 from .sqlite import DatabaseSetupError
 from psycopg.pq import TransactionStatus
@@ -230,6 +230,26 @@ def table_names(conn: Connection) -> set[str]:
     return {row[0] for row in conn.raw.execute(TABLE_NAMES)}
 
 
+IDENTITY_COLUMNS = """
+SELECT table_name, column_name
+FROM information_schema.columns
+WHERE table_schema = current_schema()
+  AND is_identity = 'YES'
+  AND identity_generation = 'BY DEFAULT'
+ORDER BY table_name, column_name
+"""
+
+
+def sync_identities(conn: Connection) -> None:
+    """After rows were inserted with explicit ids (copy-to), each identity sequence continues
+    after the largest id stored, so the next row the server adds gets a new one."""
+    for table, column in conn.raw.execute(IDENTITY_COLUMNS).fetchall():
+        statement = sql.SQL("SELECT setval(pg_get_serial_sequence(%s, %s), COALESCE(MAX({column}), 1), "
+                            "MAX({column}) IS NOT NULL) FROM {table}").format(
+            column=sql.Identifier(column), table=sql.Identifier(table))
+        conn.raw.execute(statement, (sql.Identifier(table).as_string(conn.raw), column))
+
+
 def run_script(conn: Connection, script: str) -> None:
     """A migration file, in the caller's transaction (PostgreSQL's DDL is transactional)."""
     conn.raw.execute(script)
@@ -269,6 +289,10 @@ def redacted(url: str) -> str:
 
 def start_up_config(config) -> dict:
     return {**config, "BUSY_TIMEOUT_MS": START_UP_WAIT_MS}
+
+
+def same_database(first: str, second: str) -> bool:
+    return first == second
 
 
 def database_exists(database: str) -> bool:

@@ -49,6 +49,16 @@ def database_exists(database: str) -> bool:
 
 
 
+def same_database(first: str, second: str) -> bool:
+    """The same file, however each setting spells it (":memory:" is never shared)."""
+    files = database_file(first), database_file(second)
+    if None in files:
+        return False
+    if all(path.exists() for path in files):
+        return os.path.samefile(*files)
+    return os.path.abspath(files[0]) == os.path.abspath(files[1])
+
+
 def check_database_path(path: str) -> None:
     """Refuse paths that would make SQLite create or overwrite the wrong thing."""
     target = database_file(path)
@@ -236,6 +246,10 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
     """A migration file, statement by statement, in the caller's transaction."""
     for statement in statements(script):
         conn.execute(statement)
+
+
+def sync_identities(conn: sqlite3.Connection) -> None:
+    """Nothing to do: an INTEGER PRIMARY KEY goes on after the largest id stored."""
 
 
 def drop_all_tables(conn: sqlite3.Connection) -> None:
