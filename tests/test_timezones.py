@@ -1,11 +1,12 @@
 """Time zones on GET /v1/model-usage: every zone, granularity and preset against the oracle.
 
-One database for the module: a year of sparse usage; events every 7 minutes (so every
-quarter-hour slot at every offset holds some) around the 2026 daylight-saving changes of
-both hemispheres and around historic changes (offsets that are not multiples of 15
-minutes, skipped days, changes at midnight); and events placed exactly on every change,
-on local midnights and twice in the repeated hour of a fall-back. The oracle
-(tests/oracle.py) buckets the same events with zoneinfo; bodies are compared whole.
+One database for the module per engine and path (local days or not): a year of sparse
+usage; events every 7 minutes (so every quarter-hour slot at every offset holds some)
+around the 2026 daylight-saving changes of both hemispheres and around historic changes
+(offsets that are not multiples of 15 minutes, skipped days, changes at midnight); and
+events placed exactly on every change, on local midnights and twice in the repeated hour
+of a fall-back. The oracle (tests/oracle.py) buckets the same events with zoneinfo;
+bodies are compared whole.
 """
 import bisect
 import csv
@@ -13,7 +14,6 @@ import functools
 import io
 import itertools
 import random
-import sqlite3
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -241,12 +241,11 @@ def epoch_seconds(text: str) -> int:
 
 
 @pytest.fixture(scope="module", params=["fallback", "fast"])
-def store(request, tmp_path_factory):
-    """Every test runs twice: on day, week and month buckets read from hours and quarter
-    hours, and ("fast") from the local days kept for every zone here (FAST_TIMEZONES)."""
+def store(request, engine, new_database):
+    """Every test runs twice on each engine: on day, week and month buckets read from hours
+    and quarter hours, and ("fast") from the local days kept for every zone here (FAST_TIMEZONES)."""
     fast = FAST_ZONES if request.param == "fast" else ""
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("tz") / "usage.sqlite"),
-                      "FAST_TIMEZONES": fast})
+    app = create_app({"TESTING": True, "DATABASE": new_database(engine), "FAST_TIMEZONES": fast})
     store = Store(app)
     events = build_events()
     store.post("tz", events)
@@ -255,21 +254,16 @@ def store(request, tmp_path_factory):
     return store
 
 
+def new_store(store, database: str, **config) -> Store:
+    """An empty database kept like the module's (FAST_TIMEZONES), served with `config` too."""
+    return Store(create_app({"TESTING": True, "DATABASE": database,
+                             "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"], **config}))
+
+
 @pytest.fixture
-def own_store(store, tmp_path):
+def own_store(store, database):
     """An empty database of the test's own, kept like the module's: for tests that write."""
-    return Store(create_app({"TESTING": True, "DATABASE": str(tmp_path / "usage.sqlite"),
-                             "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]}))
-
-
-def copy_of(store, tmp_path) -> str:
-    """A copy of the module's database, for an app whose start-up writes to it (local offsets)."""
-    path = tmp_path / "copy.sqlite"
-    source, copy = sqlite3.connect(store.app.config["DATABASE"]), sqlite3.connect(path)
-    source.backup(copy)
-    source.close()
-    copy.close()
-    return str(path)
+    return new_store(store, database)
 
 
 @pytest.fixture
@@ -579,28 +573,26 @@ def test_an_unknown_zone_is_a_400_naming_timezone(store, name):
     assert [item["code"] for item in body["details"]] == ["UNKNOWN_TIMEZONE"]
 
 
-def test_the_default_zone_applies_without_the_parameter_and_is_echoed(store, pin, tmp_path):
+def test_the_default_zone_applies_without_the_parameter_and_is_echoed(store, pin, database):
     pin(datetime(2026, 4, 5, 13, 30, tzinfo=UTC))
-    other = create_app({"TESTING": True, "DATABASE": copy_of(store, tmp_path), "DEFAULT_TIMEZONE": "Asia/Kathmandu",
-                        "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]})
-    headers = bearer(store.key("tz"))
+    # a database of its own (this start-up registers Kathmandu's offsets), holding the
+    # module's events near every date asked about below
+    other = new_store(store, database, DEFAULT_TIMEZONE="Asia/Kathmandu")
+    other.post("tz", store.logs["tz"].near(date(2026, 3, 1), date(2026, 4, 5)))
     for query in ({"granularity": "hour"}, {"period": "last_month"}, {"startDate": "2026-03-28", "endDate": "2026-04-05"}):
-        answer = other.test_client().get("/v1/model-usage", query_string=query, headers=headers).get_json()
+        answer = other.get(query).get_json()
         assert answer["meta"]["timezone"] == "Asia/Kathmandu"
         assert answer == store.get({**query, "timezone": "Asia/Kathmandu"}).get_json()
-        explicit = other.test_client().get("/v1/model-usage", query_string={**query, "timezone": "UTC"}, headers=headers)
-        assert explicit.get_json() == store.get({**query, "timezone": "UTC"}).get_json()
+        assert other.get({**query, "timezone": "UTC"}).get_json() == store.get({**query, "timezone": "UTC"}).get_json()
     check(store, {"granularity": "hour", "timezone": "Asia/Kathmandu"}, date(2026, 3, 30), date(2026, 4, 5), "hour",
           "Asia/Kathmandu", "last_7_days")
 
 
-def test_the_default_zone_comes_from_the_environment(store, monkeypatch, tmp_path):
+def test_the_default_zone_comes_from_the_environment(store, monkeypatch, database):
     monkeypatch.setenv("USAGE_SERVER_DEFAULT_TIMEZONE", "America/St_Johns")
-    app = create_app({"TESTING": True, "DATABASE": copy_of(store, tmp_path),
-                      "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]})
-    assert app.config["DEFAULT_TIMEZONE"] == "America/St_Johns"
-    response = app.test_client().get("/v1/model-usage", headers=bearer(store.key("tz")))
-    assert response.get_json()["meta"]["timezone"] == "America/St_Johns"
+    other = new_store(store, database)
+    assert other.app.config["DEFAULT_TIMEZONE"] == "America/St_Johns"
+    assert other.get({}).get_json()["meta"]["timezone"] == "America/St_Johns"
 
 
 @pytest.mark.parametrize("name", ["Mars/Olympus", "", "localtime"])
