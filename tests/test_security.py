@@ -165,7 +165,7 @@ FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND pg_relation_filepath(c.oid) IS NOT NULL
 """
-WAL_FILE = "SELECT pg_walfile_name(pg_current_wal_insert_lsn())"
+WAL_FILE = "SELECT pg_walfile_name(pg_current_wal_insert_lsn()), pg_current_wal_insert_lsn()"
 
 
 def test_the_raw_key_is_in_no_byte_of_the_postgresql_servers_files(postgres):
@@ -175,10 +175,13 @@ def test_the_raw_key_is_in_no_byte_of_the_postgresql_servers_files(postgres):
         pytest.skip("the server of USAGE_SERVER_TEST_POSTGRES: its files are not on this machine")
     database = postgres.new_schema()
     with psycopg.connect(database, autocommit=True) as conn:
-        first_wal = conn.execute(WAL_FILE).fetchone()[0]
+        first_wal, _ = conn.execute(WAL_FILE).fetchone()
         result = create_app({"TESTING": True, "DATABASE": database}).test_cli_runner().invoke(args=["create-key", "acme"])
         assert result.exit_code == 0, result.output
-        last_wal = conn.execute(WAL_FILE).fetchone()[0]
+        last_wal, written = conn.execute(WAL_FILE).fetchone()
+        conn.execute("SET synchronous_commit = on")  # the test cluster's is off: its log reaches the files later
+        conn.execute("CREATE TEMP TABLE wal_written ()")  # a commit that logs, so it waits for the log to be written
+        assert conn.execute("SELECT pg_current_wal_flush_lsn() >= %s", (written,)).fetchone()[0]
         wal = [path.read_bytes() for path in sorted((postgres.data / "pg_wal").iterdir())  # before a checkpoint recycles it
                if first_wal <= path.name <= last_wal]
         postgres.admin("CHECKPOINT")  # every page written to its file
