@@ -56,11 +56,12 @@ def usage_counts(base, key) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("examples")
-    prepare_database(folder / "usage.sqlite", owners=())
-    with gunicorn(folder / "usage.sqlite", folder / "gunicorn.log", workers=1) as base:
-        yield SimpleNamespace(base=base, database=folder / "usage.sqlite", folder=folder)
+def server(engine, new_database, tmp_path_factory):
+    """A gunicorn on a database of the module's engine; each test writes as owners of its own."""
+    folder, database = tmp_path_factory.mktemp("examples"), new_database(engine)
+    prepare_database(database, owners=())
+    with gunicorn(database, folder / "gunicorn.log", workers=1) as base:
+        yield SimpleNamespace(base=base, database=database, folder=folder)
 
 
 def test_the_page_has_examples_and_says_what_they_print():
