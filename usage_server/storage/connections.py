@@ -106,7 +106,8 @@ def start_up_connection(config, create: bool):
         if not engine.database_error(exc) or isinstance(exc, DatabaseSetupError):
             raise
         name = postgresql.redacted(config["DATABASE"])
-        raise DatabaseSetupError(f"cannot use the database {name}: {str(exc).strip()}") from None
+        reason = " ".join(str(exc).split())  # one line: libpq adds a hint on a line of its own
+        raise DatabaseSetupError(f"cannot use the database {name}: {reason}") from None
 
 
 def init_app(app) -> None:
