@@ -4,6 +4,7 @@ never which engine it is (SQLite or PostgreSQL); storage imports nothing of the 
 from .connections import (Connection, DatabaseSetupError, Row, check_database_path, connect, database_exists,
                           engine_name, engine_status, get_db, init_app, read_snapshot, start_up_connection, unavailable_reason,
                           write_transaction)
+from .connections import redacted
 from .migrations import NewerSchemaError, Upgrade, drop_schema, migrate
 
 __all__ = [
@@ -11,4 +12,5 @@ __all__ = [
     "get_db", "init_app", "read_snapshot", "start_up_connection", "write_transaction",
     "NewerSchemaError", "Upgrade", "drop_schema", "migrate",
     "engine_status", "unavailable_reason",
+    "redacted",
 ]

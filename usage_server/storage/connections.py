@@ -27,6 +27,11 @@ def engine_of(conn):
     return postgresql if isinstance(conn, postgresql.Connection) else sqlite
 
 
+def redacted(database: str) -> str:
+    """The DATABASE setting as messages name it: a URL without its password."""
+    return postgresql.redacted(database)
+
+
 def database_exists(database: str) -> bool:
     return engine_for(database).database_exists(database)
 
@@ -105,7 +110,7 @@ def start_up_connection(config, create: bool):
     except Exception as exc:
         if not engine.database_error(exc) or isinstance(exc, DatabaseSetupError):
             raise
-        name = postgresql.redacted(config["DATABASE"])
+        name = redacted(config["DATABASE"])
         reason = " ".join(str(exc).split())  # one line: libpq adds a hint on a line of its own
         raise DatabaseSetupError(f"cannot use the database {name}: {reason}") from None
 
