@@ -27,9 +27,9 @@ def key(make_key):
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
+def shared(engine, new_database):
     """A client and a read-write key on one database for the read-only checks: (client, key)."""
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("auth") / "usage.sqlite")})
+    app = create_app({"TESTING": True, "DATABASE": new_database(engine)})
     conn = connect(app.config)
     with write_transaction(conn):
         _, raw = create_key(conn, "acme", ["read", "write"])

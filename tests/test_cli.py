@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from conftest import FROZEN_NOW, assert_error, bearer, create_config, post_events
 from oracle import expected_usage
+from postgres_cluster import PASSWORD
 from seed import generator
 from usage_server import create_app
 from usage_server.cli import main
@@ -53,6 +54,11 @@ def key_rows(runner, *owner):
     return [dict(zip(lines[0].split("\t"), line.split("\t"))) for line in lines[1:]]
 
 
+def named(database: str) -> str:
+    """The database as the commands name it: the test databases' password masked in a URL."""
+    return database.replace(f":{PASSWORD}@", ":***@")
+
+
 def usage(client, key, **query):
     response = client.get("/v1/model-usage", query_string=query, headers=bearer(key))
     assert response.status_code == 200, response.get_json()
@@ -71,12 +77,13 @@ def stocked(client, runner, frozen_now):
 # --- init-db ------------------------------------------------------------------------------
 
 
-def test_init_db_is_idempotent_and_keeps_data(client, runner, stocked):
+def test_init_db_is_idempotent_and_keeps_data(app, client, runner, stocked):
     key, config = stocked
     before = usage(client, key)
     assert before["summary"]["totalRequests"] == 3
     for _ in range(2):
-        assert "Initialised the database" in invoke(runner, "init-db")
+        assert invoke(runner, "init-db") == (f"Using the database {named(app.config['DATABASE'])}.\n"
+                                             f"Initialised the database at {named(app.config['DATABASE'])}.\n")
     assert usage(client, key) == before
     assert client.get("/v1/model-configs", headers=bearer(key)).get_json()["data"] == [config]
 
@@ -221,7 +228,7 @@ def test_seed_write_key_can_post_to_the_demo_owner(app, client, runner, frozen_n
     assert lines[-4:-3] == ["Read-write key:"] and lines[-2] == "Read-only key:", output
     writer, reader = lines[-3], lines[-1]
     assert KEY_LINE.fullmatch(writer) and KEY_LINE.fullmatch(reader) and writer != reader
-    assert app.config["DATABASE"] in output
+    assert named(app.config["DATABASE"]) in output and PASSWORD not in output
     configs = client.get("/v1/model-configs", headers=bearer(reader)).get_json()["data"]
     event = {"id": "demo-posted-1", "timestamp": FROZEN_NOW.isoformat(), "modelConfigId": configs[0]["id"],
              "promptTokens": 1000, "completionTokens": 10, "cost": 0.25}
@@ -337,23 +344,22 @@ def test_rebuild_rollups_restores_the_report_from_the_events(app, client, runner
 # --- the installed console script ------------------------------------------------------------------
 
 
-def run_script(database, *args, check=True):
+def run_script(database, *args, check=True, cwd=None):
     env = {name: value for name, value in os.environ.items() if not name.startswith(("USAGE_SERVER_", "FLASK_"))}
     env["USAGE_SERVER_DATABASE"] = str(database)
     result = subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60,
-                            cwd=Path(database).parent)
+                            cwd=cwd or Path(database).parent)
     if check:
         assert result.returncode == 0, result.stderr
     return result
 
 
-def test_console_script_sets_up_a_database_whose_key_works(tmp_path, monkeypatch, frozen_now):
-    database = tmp_path / "served.sqlite"
-    run_script(database, "init-db")
-    output = run_script(database, "create-key", "acme", "--scopes", "read", "--name", "cli").stdout
+def test_console_script_sets_up_a_database_whose_key_works(database, tmp_path, monkeypatch, frozen_now):
+    run_script(database, "init-db", cwd=tmp_path)
+    output = run_script(database, "create-key", "acme", "--scopes", "read", "--name", "cli", cwd=tmp_path).stdout
     key = output.rstrip("\n").split("\n")[-1]
     assert KEY_LINE.fullmatch(key)
-    monkeypatch.setenv("USAGE_SERVER_DATABASE", str(database))
+    monkeypatch.setenv("USAGE_SERVER_DATABASE", database)
     client = create_app({"TESTING": True}).test_client()
     assert client.get("/v1/model-usage", headers=bearer(key)).status_code == 200
     assert client.post("/v1/model-configs", json={"modelId": "m", "provider": "p"},

@@ -110,11 +110,11 @@ def oracle_events(rng: random.Random, count: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory):
+def ingested(engine, new_database):
     """One database, 300 events ingested in batches (one re-sent), read by every oracle test."""
-    path = tmp_path_factory.mktemp("oracle") / "usage.sqlite"
-    key = prepare_database(path)["acme"]
-    app = create_app({"TESTING": True, "DATABASE": str(path)})
+    database = new_database(engine)
+    key = prepare_database(database)["acme"]
+    app = create_app({"TESTING": True, "DATABASE": database})
     client = app.test_client()
     configs = {}
     for config_id, (model_id, provider, name) in CONFIGS.items():
@@ -532,8 +532,7 @@ def read_http_response(sock) -> tuple[str, dict, bytes]:
     return status, headers, body
 
 
-def test_a_real_server_answers_an_oversized_body_with_a_complete_413(tmp_path):
-    database = tmp_path / "usage.sqlite"
+def test_a_real_server_answers_an_oversized_body_with_a_complete_413(database, tmp_path):
     key = prepare_database(database)["acme"]
     body = padded_batch(2 * MIB + 100_000)
     head = (f"POST /v1/model-usage/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"

@@ -89,8 +89,10 @@ def configure(raw: psycopg.Connection) -> None:
 class Connection:
     """A psycopg connection that runs the server's statements; rows read like sqlite3.Row."""
 
-    def __init__(self, raw: psycopg.Connection, busy_timeout_ms: int, pool: ConnectionPool | None = None):
+    def __init__(self, raw: psycopg.Connection, busy_timeout_ms: int, pool: ConnectionPool | None = None,
+                 database: str = ""):
         self.raw, self.busy_timeout_ms, self.pool = raw, busy_timeout_ms, pool
+        self.database = database  # the URL as configured, for messages
 
     def execute(self, statement: str, params=()):
         return self.raw.execute(dialect(statement), params)
@@ -114,7 +116,7 @@ def connect(config, create: bool = False) -> Connection:
     """A connection of its own (commands, start-up), outside any pool."""
     raw = psycopg.connect(config["DATABASE"], autocommit=True, connect_timeout=connect_timeout(config))
     configure(raw)
-    return Connection(raw, int(config["BUSY_TIMEOUT_MS"]))
+    return Connection(raw, int(config["BUSY_TIMEOUT_MS"]), database=config["DATABASE"])
 
 
 def connect_timeout(config) -> int:
@@ -141,10 +143,16 @@ def pool_for(config) -> ConnectionPool:
     return pool
 
 
+def close_pools(database: str | None) -> None:
+    with _pools_lock:
+        for key in [key for key in _pools if key[0] == os.getpid() and database in (None, key[1])]:
+            _pools.pop(key).close()
+
+
 def request_connection(app) -> Connection:
     """A pooled connection for one request; a broken one is replaced before it is handed out."""
     pool = pool_for(app.config)
-    return Connection(pool.getconn(), int(app.config["BUSY_TIMEOUT_MS"]), pool)
+    return Connection(pool.getconn(), int(app.config["BUSY_TIMEOUT_MS"]), pool, app.config["DATABASE"])
 
 
 def set_deadline(conn: Connection, limit_ms: int) -> None:
@@ -273,7 +281,9 @@ def engine_status(conn: Connection) -> dict:
 
 
 def database_name(conn: Connection) -> str:
-    return redacted(conn.raw.info.dsn)
+    """The database as its setting names it, without the password (psycopg's dsn lists
+    every connection parameter instead)."""
+    return redacted(conn.database or conn.raw.info.dsn)
 
 
 def redacted(url: str) -> str:

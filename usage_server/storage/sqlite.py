@@ -186,6 +186,10 @@ def release(app, conn: sqlite3.Connection) -> None:
             conn.close()
 
 
+def close_pools(database: str | None) -> None:
+    """SQLite keeps one connection per thread, no pool: nothing to close."""
+
+
 def database_error(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError)
 
