@@ -102,13 +102,20 @@ def call(run: Run, session: requests.Session, method: str, url: str, **kwargs):
         time.sleep(0.05)  # a pause before retrying, as a client would
 
 
-def writer(run, base, key, client, template, sent):
+def planned_batches(client: int, template: list[dict], count: int = BATCHES) -> tuple[list, dict]:
+    """A writer's batches (the template with ids and timestamps) and, after which batch, the
+    earlier ones it sends again."""
     rng = random.Random(1000 + client)
     batches = [[{**entry, "id": f"c{client}-b{b}-e{i}", "timestamp": timestamp(rng)} for i, entry in enumerate(template)]
-               for b in range(BATCHES)]
+               for b in range(count)]
     resend_after: dict[int, list[int]] = {}
-    for b in rng.sample(range(BATCHES), int(BATCHES * RESENT_SHARE)):
-        resend_after.setdefault(min(BATCHES - 1, b + rng.randint(0, 20)), []).append(b)
+    for b in rng.sample(range(count), int(count * RESENT_SHARE)):
+        resend_after.setdefault(min(count - 1, b + rng.randint(0, 20)), []).append(b)
+    return batches, resend_after
+
+
+def writer(run, base, key, client, template, sent):
+    batches, resend_after = planned_batches(client, template)
     session = requests.Session()
     headers = {"Authorization": f"Bearer {key}"}
     url = f"{base}/v1/model-usage/events"
@@ -139,27 +146,51 @@ def reader(run, base, key, per_batch, writers_done, reader_id):
         if answer.status_code != 200:
             run.problem(f"reader {reader_id}: {answer.status_code} {answer.text[:200]}")
             continue
-        body = answer.json()
-        summary = body["summary"]
-        whole, rest = divmod(summary["totalRequests"], per_batch["requests"])
-        observed = {
-            "requests": summary["totalRequests"],
-            "platformTokens": summary["platformTokens"],
-            "userTokens": summary["userTokens"],
-            "platformCost": round(summary["platformCost"] * 10**6),
-            "userCost": round(summary["userCost"] * 10**6),
-        }
-        if rest or observed != {name: whole * value for name, value in per_batch.items()}:
-            run.problem(f"reader {reader_id} saw part of a batch: {observed}")
-        if sum(point["requests"] for point in body["timeSeries"]) != summary["totalRequests"]:
-            run.problem(f"reader {reader_id}: time series disagrees with the summary")
-        if sum(model["requestCount"] for model in body["usageByModel"].values()) != summary["totalRequests"]:
-            run.problem(f"reader {reader_id}: models disagree with the summary")
-        if summary["totalRequests"] < seen:
-            run.problem(f"reader {reader_id}: totals went back from {seen} to {summary['totalRequests']}")
-        seen = summary["totalRequests"]
-        with run.lock:
-            run.reads += 1
+        seen = check_report(run, reader_id, answer.json(), per_batch, seen)
+
+
+def check_report(run, reader_id, body, per_batch, seen: int) -> int:
+    """An answer must hold whole batches, agree with itself and never go back from the `seen`
+    requests of this reader's last answer; returns its requests."""
+    summary = body["summary"]
+    whole, rest = divmod(summary["totalRequests"], per_batch["requests"])
+    observed = {
+        "requests": summary["totalRequests"],
+        "platformTokens": summary["platformTokens"],
+        "userTokens": summary["userTokens"],
+        "platformCost": round(summary["platformCost"] * 10**6),
+        "userCost": round(summary["userCost"] * 10**6),
+    }
+    if rest or observed != {name: whole * value for name, value in per_batch.items()}:
+        run.problem(f"reader {reader_id} saw part of a batch: {observed}")
+    if sum(point["requests"] for point in body["timeSeries"]) != summary["totalRequests"]:
+        run.problem(f"reader {reader_id}: time series disagrees with the summary")
+    if sum(model["requestCount"] for model in body["usageByModel"].values()) != summary["totalRequests"]:
+        run.problem(f"reader {reader_id}: models disagree with the summary")
+    if summary["totalRequests"] < seen:
+        run.problem(f"reader {reader_id}: totals went back from {seen} to {summary['totalRequests']}")
+    with run.lock:
+        run.reads += 1
+    return summary["totalRequests"]
+
+
+def final_reports(base: str, key: str) -> dict:
+    """The report by day and hour in UTC, and by day at +5:30 (from the local rollups)."""
+    final = {}
+    for granularity, zone in (("day", "UTC"), ("hour", "UTC"), ("day", "Asia/Kolkata")):
+        params = {"startDate": START.isoformat(), "endDate": END.isoformat(), "granularity": granularity,
+                  "timezone": zone}
+        final[granularity, zone] = requests.get(f"{base}/v1/model-usage", params=params,
+                                                headers={"Authorization": f"Bearer {key}"}, timeout=60).json()
+    return final
+
+
+def assert_reports_are_the_oracle(final: dict, sent: list[dict], prices: dict) -> None:
+    for (granularity, zone), body in final.items():
+        expected = expected_usage(sent, CONFIGS, prices, START, END, granularity, zone)
+        assert body["summary"] == expected["summary"]
+        assert body["usageByModel"] == expected["usageByModel"]
+        assert body["timeSeries"] == expected["timeSeries"]
 
 
 @pytest.mark.slow
@@ -204,11 +235,7 @@ def test_writers_and_readers_under_gunicorn(engine, new_database, tmp_path, busy
     unique = {event["id"] for event in sent}
     assert len(unique) == CLIENTS * BATCHES * EVENTS
     assert len(sent) == CLIENTS * BATCHES * EVENTS * (1 + RESENT_SHARE)
-    for (granularity, zone), body in final.items():
-        expected = expected_usage(sent, CONFIGS, prices, START, END, granularity, zone)
-        assert body["summary"] == expected["summary"]
-        assert body["usageByModel"] == expected["usageByModel"]
-        assert body["timeSeries"] == expected["timeSeries"]
+    assert_reports_are_the_oracle(final, sent, prices)
     with open_database(database) as conn:
         assert rows(conn, "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM usage_event") == [(len(unique),) * 2]
         assert assert_rollups_equal_a_rebuild(conn) == [19_800]  # Asia/Kolkata's local days and hours too

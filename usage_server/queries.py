@@ -117,6 +117,7 @@ WHERE owner_id = :owner_id
 ORDER BY created_at, id
 """
 
+# A config's last use: the newest event of each of its series, one index entry each.
 CONFIG_USAGE = """
 SELECT model_config.id, model_config.provider, model_config.model_id,
        COALESCE((SELECT SUM(rollup_day.requests)
@@ -125,9 +126,11 @@ SELECT model_config.id, model_config.provider, model_config.model_id,
                  WHERE usage_series.owner_id = model_config.owner_id
                    AND usage_series.config_id = model_config.id
                    AND rollup_day.owner_id = model_config.owner_id), 0) AS usage_count,
-       (SELECT MAX(usage_event.ts_us)
+       (SELECT MAX((SELECT MAX(usage_event.ts_us)
+                    FROM usage_event
+                    WHERE usage_event.owner_id = usage_series.owner_id
+                      AND usage_event.series_id = usage_series.id))
         FROM usage_series
-        JOIN usage_event ON usage_event.series_id = usage_series.id
         WHERE usage_series.owner_id = model_config.owner_id
           AND usage_series.config_id = model_config.id) AS last_used_us
 FROM model_config
@@ -323,10 +326,13 @@ SELECT series_id,""" + _ROLLUP_SUMS + _ROLLUP_RANGE + """
 GROUP BY series_id
 """
 
+# Events are found by (owner, series): PostgreSQL's index leads with both (the owner first,
+# to distribute by owner), SQLite's with the series. A separate `owner_id = :owner_id`
+# would lead SQLite's planner to its (owner, event id) index instead.
 _OWNER_EVENTS = """
-series_id IN (SELECT id FROM usage_series
-              WHERE owner_id = :owner_id
-                AND (:config_id IS NULL OR config_id = :config_id))
+(owner_id, series_id) IN (SELECT owner_id, id FROM usage_series
+                          WHERE owner_id = :owner_id
+                            AND (:config_id IS NULL OR config_id = :config_id))
   AND ts_us >= :lo * 1000000
   AND ts_us < :hi * 1000000
 """
@@ -399,7 +405,7 @@ RECENT_EVENTS = """
 SELECT event_id, ts_us, prompt_tokens, completion_tokens, total_tokens,
        cost_micros, priced, execution_us, billing_source
 FROM usage_event
-WHERE series_id IN (SELECT id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id)
+WHERE (owner_id, series_id) IN (SELECT owner_id, id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id)
 ORDER BY ts_us DESC, id DESC
 LIMIT :limit
 """
@@ -462,11 +468,12 @@ WHERE ({_key}) >= ({_marks(_width)})
   AND ({_key}) <= ({_marks(_width)})
 """
     # The source's row wins: only a default catalogue price is ever replaced (see copying.py).
+    # Usage rows are never replaced (the check found them identical): any key they hit skips them.
     COPY_ROWS[_table] = f"""
 INSERT INTO {_table} ({_listed})
 VALUES ({_marks(len(_columns))})
-ON CONFLICT ({_key}) DO UPDATE SET
-    """ + ",\n    ".join(f"{name} = excluded.{name}" for name in _columns[_width:])
+""" + ("ON CONFLICT DO NOTHING" if _table in ("usage_series", "usage_event") else f"""ON CONFLICT ({_key}) DO UPDATE SET
+    """ + ",\n    ".join(f"{name} = excluded.{name}" for name in _columns[_width:]))
 
 OWNER_IDS = """
 SELECT id
