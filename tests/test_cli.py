@@ -134,7 +134,7 @@ def test_list_keys_never_shows_the_raw_key_or_its_hash(runner):
     output = invoke(runner, "list-keys")
     for raw in keys.values():
         assert raw not in output
-        assert raw.rsplit("_", 1)[1] not in output
+        assert raw[len("usk_") + 12 + 1:] not in output  # the secret, by position (it may hold "_")
         assert hashlib.sha256(raw.encode()).hexdigest() not in output
     rows = key_rows(runner)
     assert sorted((row["id"], row["owner"], row["name"], row["scopes"], row["revoked"]) for row in rows) == sorted(
