@@ -40,7 +40,8 @@ SELECT usage_series.model_id, usage_series.provider, usage_series.model_name,
        SUM(CASE WHEN usage_event.billing_source = 'platform' THEN usage_event.total_tokens ELSE 0 END) AS platform_tokens,
        SUM(CASE WHEN usage_event.billing_source = 'user' THEN usage_event.total_tokens ELSE 0 END) AS user_tokens,
        SUM(CASE WHEN usage_event.billing_source = 'platform' THEN usage_event.cost_micros ELSE 0 END) AS platform_cost,
-       SUM(CASE WHEN usage_event.billing_source = 'user' THEN usage_event.cost_micros ELSE 0 END) AS user_cost
+       SUM(CASE WHEN usage_event.billing_source = 'user' THEN usage_event.cost_micros ELSE 0 END) AS user_cost,
+       SUM(1 - usage_event.priced) AS unpriced
 """ + _IN_RANGE + """
 GROUP BY usage_series.model_id, usage_series.provider, usage_series.model_name
 """
@@ -77,11 +78,12 @@ def usage(conn: sqlite3.Connection, owner_id: int, start: date, end: date, granu
         points[bucket] = (requests, tokens, cost)
     models, sums = {}, dict.fromkeys(("requests", "platform_tokens", "user_tokens", "platform_cost", "user_cost"), 0)
     for row in conn.execute(MODELS, params):
-        model_id, provider, model_name, requests, platform_tokens, user_tokens, platform_cost, user_cost = row
+        model_id, provider, model_name, requests, platform_tokens, user_tokens, platform_cost, user_cost, unpriced = row
         for name, value in zip(sums, row[3:]):
             sums[name] += value
-        entry = models.setdefault(model_id, {"requests": 0, "tokens": 0, "cost": 0, "names": {}})
+        entry = models.setdefault(model_id, {"requests": 0, "unpriced": 0, "tokens": 0, "cost": 0, "names": {}})
         entry["requests"] += requests
+        entry["unpriced"] += unpriced
         entry["tokens"] += platform_tokens + user_tokens
         entry["cost"] += platform_cost + user_cost
         entry["names"][(provider, model_name)] = entry["names"].get((provider, model_name), 0) + requests
@@ -91,7 +93,7 @@ def usage(conn: sqlite3.Connection, owner_id: int, start: date, end: date, granu
         by_model[model_id] = {
             "avgCostPerRequest": avg_cost(entry["cost"], entry["requests"]), "modelId": model_id, "provider": provider,
             "requestCount": entry["requests"], "totalCost": micros_to_usd(entry["cost"]),
-            "totalTokens": entry["tokens"], "modelName": model_name,
+            "totalTokens": entry["tokens"], "modelName": model_name, "unpricedRequests": entry["unpriced"],
         }
     return {
         "summary": summary({None: {**sums, "unpriced": 0}})[0],  # the server's JSON shape of the same sums

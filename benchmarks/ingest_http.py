@@ -54,7 +54,7 @@ def gunicorn(database: str, workers: int):
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
          "--chdir", str(REPO), "--log-level", "warning", "wsgi:app"],
-        env=env, stdin=subprocess.DEVNULL)
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # the access log, one line a request
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_SECONDS

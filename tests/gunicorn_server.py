@@ -34,9 +34,16 @@ def server_env(database, **config) -> dict:
 def gunicorn(database, log_path, workers=4, timeout=30, **config):
     """Start gunicorn, wait for GET /health, yield its base URL; always stopped on exit."""
     port = free_port()
+    with serving(gunicorn_command(port, workers, timeout), server_env(database, **config), port, log_path) as base:
+        yield base
+
+
+@contextmanager
+def serving(command, env, port, log_path, cwd=REPO):
+    """Run `command` in `cwd`, wait for GET /health on `port`, yield the base URL; always stopped on exit."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(gunicorn_command(port, workers, timeout), env=server_env(database, **config),
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

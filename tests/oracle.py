@@ -97,7 +97,7 @@ def expected_usage(events, configs, prices, start, end, granularity="day", zone_
     """events: dicts as sent to the API; configs: id -> {modelId, provider, modelName}."""
     zone = ZoneInfo(zone_name)
     series = {label: [0, 0, 0] for label in all_labels(start, end, granularity, zone_name)}
-    models = defaultdict(lambda: {"requests": 0, "tokens": 0, "cost": 0})
+    models = defaultdict(lambda: {"requests": 0, "unpriced": 0, "tokens": 0, "cost": 0})
     names = {}
     totals = defaultdict(int)
     seen = set()
@@ -122,6 +122,7 @@ def expected_usage(events, configs, prices, start, end, granularity="day", zone_
         point[2] += cost
         model = models[config["modelId"]]
         model["requests"] += 1
+        model["unpriced"] += not priced
         model["tokens"] += tokens
         model["cost"] += cost
         names[config["modelId"]] = (config["provider"], config["modelName"])
@@ -141,6 +142,7 @@ def expected_usage(events, configs, prices, start, end, granularity="day", zone_
             "totalCost": usd(model["cost"]),
             "totalTokens": model["tokens"],
             "modelName": names[model_id][1],
+            "unpricedRequests": model["unpriced"],
         }
     return {
         "summary": {

@@ -160,6 +160,7 @@ def test_usage_read_back_matches_the_oracle(ingested, query, start, end, granula
     assert list(body["usageByModel"]) == list(expected["usageByModel"])
     assert body["timeSeries"] == expected["timeSeries"]
     assert body["meta"]["unpricedRequests"] == expected["unpricedRequests"]
+    assert sum(model["unpricedRequests"] for model in body["usageByModel"].values()) == expected["unpricedRequests"]
     assert (body["meta"]["startDate"], body["meta"]["endDate"]) == (start.isoformat(), end.isoformat())
 
 

@@ -166,7 +166,8 @@ def test_unusable_path_stops_gunicorn(tmp_path, kind):
     result = subprocess.run(gunicorn_command(free_port(), workers=2), env=server_env(path), capture_output=True,
                             text=True, timeout=120)
     assert result.returncode != 0
-    assert f"DatabaseSetupError: {message}" in result.stderr
+    assert f"\nError: {message} (USAGE_SERVER_DATABASE={path})\n" in result.stderr  # gunicorn.conf.py's check
+    assert result.stderr.count(message) == 1 and "Traceback" not in result.stderr
     assert_untouched(path, kind)
 
 

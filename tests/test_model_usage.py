@@ -78,6 +78,7 @@ CONFIGS = {
         ("cfg_summary", "claude-haiku-4-5", "Anthropic"),
         ("cfg_custom", "acme-finetune-1", "Acme"),  # not in the catalogue: unpriced without a cost
         ("cfg_edge", "gemini-2.5-flash", "Google"),
+        ("cfg_lab", "acme-lab-2", "Acme"),  # not in the catalogue either: a second unpriced model
     ],
     "globex": [
         ("cfg_chat", "claude-sonnet-4-5", "Anthropic"),  # same id as acme's, another model
@@ -102,6 +103,9 @@ AROUND_NOW = [
     (timedelta(days=-45), "acme", "cfg_summary", 10000, 2000, 1.5, "platform", {}),
     (timedelta(days=-75), "globex", "cfg_summary", 50, 5, None, "platform", {}),
     (timedelta(days=-80), "acme", "cfg_custom", 1, 1, 0.000001, "user", {}),
+    (timedelta(hours=-2), "acme", "cfg_lab", 400, 40, None, "user", {}),
+    (timedelta(days=-2), "acme", "cfg_lab", 500, 50, None, "platform", {}),
+    (timedelta(days=-3), "acme", "cfg_lab", 90, 9, 0.09, "platform", {}),  # a cost sent: priced
     (timedelta(days=2), "acme", "cfg_chat", 999, 1, 9.99, "platform", {}),  # after "today"
     (timedelta(days=-400), "acme", "cfg_chat", 77, 7, 0.7, "platform", {}),  # a year earlier
 ]
@@ -217,6 +221,8 @@ def assert_parts_agree(response):
     assert sum(micros(p["cost"]) for p in points) == micros(summary["totalCost"])
     assert sum(m["requestCount"] for m in models) == summary["totalRequests"] == sum(p["requests"] for p in points)
     assert sum(m["totalTokens"] for m in models) == summary["totalTokens"] == sum(p["tokens"] for p in points)
+    assert sum(m["unpricedRequests"] for m in models) == body["meta"]["unpricedRequests"]
+    assert all(0 <= m["unpricedRequests"] <= m["requestCount"] for m in models)
     costs = [micros(m["totalCost"]) for m in models]
     assert costs == sorted(costs, reverse=True)
 
@@ -366,6 +372,20 @@ def test_unpriced_usage_is_reported_in_meta(world, pin):
     body = check(world, "acme", {"period": "last_30_days", "modelConfigId": "cfg_custom"}, "2026-02-17",
                  "2026-03-18", "day", "last_30_days", config_id="cfg_custom")
     assert 1 <= body["meta"]["unpricedRequests"] < body["summary"]["totalRequests"]
+
+
+def test_unpriced_requests_are_counted_per_model(world, pin):
+    """Two unpriced models with different counts, priced models at 0: a count moved to
+    another model, or left out, would show."""
+    pin("mid_march")
+    body = check(world, "acme", {"period": "last_7_days"}, "2026-03-12", "2026-03-18", "day", "last_7_days")
+    unpriced = {model_id: model["unpricedRequests"] for model_id, model in body["usageByModel"].items()}
+    # acme-lab-2: 2 hours and 2 days before now without a cost, 3 days before with one;
+    # acme-finetune-1: 20 hours before now without a cost (its other events are out of range)
+    assert unpriced == {"gpt-4o": 0, "claude-haiku-4-5": 0, "gemini-2.5-flash": 0, "acme-lab-2": 2, "acme-finetune-1": 1}
+    assert body["usageByModel"]["acme-lab-2"]["requestCount"] == 3
+    assert body["usageByModel"]["acme-finetune-1"]["requestCount"] == 1
+    assert body["meta"]["unpricedRequests"] == 3
 
 
 def test_empty_range_is_all_zeros(world, pin):

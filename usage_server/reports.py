@@ -141,8 +141,9 @@ def usage_by_model(db: Connection, query: UsageQuery, totals: dict[int, dict]) -
         total = totals.get(row["id"])
         if not total or not total["requests"]:
             continue
-        model = models.setdefault(row["model_id"], {"requests": 0, "tokens": 0, "cost": 0, "names": {}})
+        model = models.setdefault(row["model_id"], {"requests": 0, "unpriced": 0, "tokens": 0, "cost": 0, "names": {}})
         model["requests"] += total["requests"]
+        model["unpriced"] += total["unpriced"]
         model["tokens"] += total["platform_tokens"] + total["user_tokens"]
         model["cost"] += total["platform_cost"] + total["user_cost"]
         names = (row["provider"], row["model_name"])
@@ -159,6 +160,7 @@ def usage_by_model(db: Connection, query: UsageQuery, totals: dict[int, dict]) -
             "totalCost": micros_to_usd(model["cost"]),
             "totalTokens": model["tokens"],
             "modelName": model_name,
+            "unpricedRequests": model["unpriced"],
         }
     return result
 

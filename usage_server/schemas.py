@@ -290,6 +290,10 @@ class ModelUsageSchema(Answer):
     total_cost = fields.Float(data_key="totalCost", required=True)
     total_tokens = fields.Integer(data_key="totalTokens", required=True)
     model_name = fields.String(data_key="modelName", required=True)
+    unpriced_requests = fields.Integer(
+        data_key="unpricedRequests", required=True,
+        metadata={"description": "of requestCount, those with no price, counted as $0"},
+    )
 
 
 class TimeSeriesPointSchema(Answer):

@@ -40,6 +40,12 @@
   const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
   const usd2 = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2 });
   const usd6 = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD", minimumFractionDigits: 6, maximumFractionDigits: 6 });
+  // Averages at one precision, three significant digits and never fewer than cents ($0.0400
+  // beside $0.00703, $12.35), so that different averages never read alike.
+  const average = new Intl.NumberFormat(undefined, {
+    style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2,
+    minimumSignificantDigits: 3, maximumSignificantDigits: 3, roundingPriority: "morePrecision",
+  });
   const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
   const compactUsd = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD", notation: "compact", maximumFractionDigits: 2 });
   const instantFormats = new Map();
@@ -84,6 +90,15 @@
     Object.assign(node, props || {});
     for (const child of children) node.append(child);
     return node;
+  }
+
+  /** A cost cell, with a warning badge beside the amount when some of it was counted at $0 for want of a price. */
+  function costCell(value, unpricedText, title = "") {
+    const cell = el("td", { className: "num", textContent: money(value), title });
+    if (unpricedText) {
+      cell.append(" ", el("span", { className: "badge warn", textContent: unpricedText, title: "no price known: counted at $0" }));
+    }
+    return cell;
   }
 
   // --- talking to the API --------------------------------------------------------------
@@ -227,7 +242,6 @@
     const controller = new AbortController();
     state.controller = controller;
     setBusy(true);
-    const started = performance.now();
     try {
       const response = await call(path, { etag, signal: controller.signal });
       if (response.status === 304) {
@@ -245,7 +259,6 @@
       render();
       $("status-note").textContent = `updated ${clockTime()}`;
       $("main").dataset.loaded = path;
-      $("main").dataset.renderMs = String(Math.round(performance.now() - started));
       document.body.dataset.state = "ready";
     } catch (err) {
       if (seq === state.seq) fail(err);
@@ -275,6 +288,7 @@
       state.recent = await response.json();
       renderRecent();
       renderConfigs();
+      $("recent").scrollIntoView({ block: "start", behavior: "smooth" });
     } catch (err) {
       fail(err);
     }
@@ -304,9 +318,10 @@
 
   function render() {
     const { meta, summary, usageByModel, timeSeries } = state.report;
+    $("main").dataset.renders = String(Number($("main").dataset.renders || 0) + 1);
     renderContext(meta, timeSeries.length);
     renderCards(summary, meta.unpricedRequests || 0);
-    renderChart(timeSeries, meta.granularity);
+    renderChart(timeSeries, meta.granularity, summary);
     renderModels();
     if ($("series-details").open) renderSeriesTable();
     const empty = summary.totalRequests === 0;
@@ -347,7 +362,7 @@
     setAmount("user-tokens", summary.userTokens, integer.format);
     setAmount("total-requests", summary.totalRequests, integer.format);
     setAmount("unpriced-requests", unpriced, integer.format);
-    $("avg-cost").textContent = summary.totalRequests ? money(summary.totalCost / summary.totalRequests) : "–";
+    $("avg-cost").textContent = summary.totalRequests ? average.format(summary.totalCost / summary.totalRequests) : "–";
     $("split-platform").style.width = summary.totalCost > 0 ? `${(100 * summary.platformCost) / summary.totalCost}%` : "0";
     $("card-unpriced").classList.toggle("flagged", unpriced > 0);
     $("unpriced-note").textContent = unpriced > 0
@@ -360,7 +375,8 @@
     return { width, height: width < 560 ? 220 : 300 };
   }
 
-  function renderChart(series, granularity) {
+  /** The chart; its legend reads the hovered bucket, and the range's totals when none is. */
+  function renderChart(series, granularity, summary) {
     const box = $("chart");
     if (state.chart) state.chart.destroy();
     state.chart = null;
@@ -382,19 +398,19 @@
         requests: { range: (u, min, max) => [0, max > 0 ? max * 1.08 : 1] },
       },
       series: [
-        { label: "Bucket", value: (u, i) => (i == null ? "–" : labels[Math.round(i)] || "–") },
+        { label: "Bucket", value: (u, x, s, i) => (i == null ? "whole range" : labels[Math.round(x)] || "–") },
         {
           label: "Cost", scale: "cost", stroke: "#2563eb", width: bars ? 0 : 1.5,
           fill: bars ? "rgba(37, 99, 235, 0.55)" : "rgba(37, 99, 235, 0.18)",
           paths: bars ? uPlot.paths.bars({ size: [0.72, 80] }) : undefined,
           points: { show: false },
-          value: (u, v) => (v == null ? "–" : money(v)),
+          value: (u, v, s, i) => money(i == null ? summary.totalCost : v),
         },
         {
           label: "Requests", scale: "requests", width: dense ? 1 : 2,
           stroke: dense ? "rgba(234, 88, 12, 0.55)" : "#ea580c",
           points: { show: series.length <= 60 },
-          value: (u, v) => (v == null ? "–" : integer.format(v)),
+          value: (u, v, s, i) => integer.format(i == null ? summary.totalRequests : v),
         },
       ],
       axes: [
@@ -458,12 +474,14 @@
         el("td", { textContent: model.provider }),
         el("td", { className: "num", textContent: integer.format(model.requestCount) }),
         el("td", { className: "num", textContent: integer.format(model.totalTokens) }),
-        el("td", { className: "num", textContent: money(model.avgCostPerRequest) }),
-        el("td", { className: "num", textContent: money(model.totalCost), title: `${usd6.format(model.totalCost)} exactly` }),
+        el("td", { className: "num", textContent: average.format(model.avgCostPerRequest) }),
+        costCell(model.totalCost, model.unpricedRequests ? `${integer.format(model.unpricedRequests)} unpriced` : "",
+          `${usd6.format(model.totalCost)} exactly`),
         el("td", {}, el("div", { className: "share" },
           el("div", { className: "bar" }, bar),
           el("span", { className: "pct", textContent: `${(model.share * 100).toFixed(1)}%` })))));
       rows.lastChild.dataset.modelId = model.modelId;
+      if (model.unpricedRequests) rows.lastChild.classList.add("unpriced");
     }
     $("models-table").tBodies[0].replaceChildren(rows);
   }
@@ -506,8 +524,7 @@
     const rows = document.createDocumentFragment();
     for (const event of recentUsage) {
       const billed = event.billingSource || "platform";
-      const cost = el("td", { className: "num", textContent: money(event.estimatedCost) });
-      if (event.priced === false) cost.append(" ", el("span", { className: "badge warn", textContent: "unpriced" }));
+      const cost = costCell(event.estimatedCost, event.priced === false ? "unpriced" : "");
       rows.append(el("tr", {},
         el("td", { textContent: instantText(event.timestamp, zone()) }),
         el("td", { textContent: event.id }),
@@ -520,6 +537,31 @@
     }
     $("recent-table").tBodies[0].replaceChildren(rows);
     $("recent-empty").hidden = recentUsage.length > 0;
+  }
+
+  // --- tables wider than the screen ----------------------------------------------------
+
+  /** Says on which side a table's scroller hides columns (data-overflow), for its fade and hint. */
+  function markOverflow(scroller) {
+    const hidden = scroller.scrollWidth - scroller.clientWidth;
+    const sides = [];
+    if (hidden > 1 && scroller.scrollLeft > 1) sides.push("left");
+    if (hidden > 1 && hidden - scroller.scrollLeft > 1) sides.push("right");
+    scroller.dataset.overflow = sides.join(" ");
+    scroller.previousElementSibling.hidden = hidden <= 1;
+  }
+
+  /** Kept current as the screen, the columns or the scroll position change. */
+  function watchOverflow() {
+    const resized = new ResizeObserver((entries) => {
+      for (const entry of entries) markOverflow(entry.target.closest(".table-scroll"));
+    });
+    for (const scroller of document.querySelectorAll(".table-scroll")) {
+      scroller.before(el("p", { className: "scroll-hint", textContent: "scroll sideways for more →", hidden: true }));
+      scroller.addEventListener("scroll", () => markOverflow(scroller), { passive: true });
+      resized.observe(scroller);
+      resized.observe(scroller.querySelector("table"));
+    }
   }
 
   // --- the key -------------------------------------------------------------------------
@@ -550,6 +592,7 @@
 
   function start() {
     restorePrefs();
+    watchOverflow();
     $("key-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const key = $("key-input").value.trim();
