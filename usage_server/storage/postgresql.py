@@ -126,8 +126,10 @@ def configure(raw: psycopg.Connection) -> None:
 class Connection:
     """A psycopg connection that runs the server's statements; rows read like sqlite3.Row."""
 
-    def __init__(self, raw: psycopg.Connection, busy_timeout_ms: int, pool: ConnectionPool | None = None):
+    def __init__(self, raw: psycopg.Connection, busy_timeout_ms: int, pool: ConnectionPool | None = None,
+                 deadline_ms: int | None = None):
         self.raw, self.busy_timeout_ms, self.pool = raw, busy_timeout_ms, pool
+        self.deadline_ms = deadline_ms  # the statement_timeout set on this session, when known
 
     def execute(self, statement: str, params=()):
         return self.raw.execute(dialect(statement), params)
@@ -172,9 +174,21 @@ _pools: dict = {}
 _pools_lock = threading.Lock()
 
 
+DEADLINE = "SELECT set_config('statement_timeout', %s, false)"
+
+
+def deadline_check(limit_ms: int):
+    """The pool's check of each connection it hands out, in the one round trip that also sets
+    the request's deadline: a broken connection fails it and is replaced."""
+    def check(raw: psycopg.Connection) -> None:
+        raw.execute(DEADLINE, (str(limit_ms),))
+
+    return check
+
+
 def pool_for(config) -> ConnectionPool:
     """This process's pool for the database: made after a fork, never shared with a parent."""
-    key = (os.getpid(), config["DATABASE"], int(config["BUSY_TIMEOUT_MS"]))
+    key = (os.getpid(), config["DATABASE"], int(config["BUSY_TIMEOUT_MS"]), int(config["QUERY_TIME_LIMIT_MS"]))
     pool = _pools.get(key)
     if pool is None:
         with _pools_lock:
@@ -183,28 +197,34 @@ def pool_for(config) -> ConnectionPool:
                 pool = _pools[key] = ConnectionPool(
                     config["DATABASE"], min_size=1, max_size=POOL_SIZE, open=True, configure=configure,
                     kwargs={"autocommit": True, "connect_timeout": connect_timeout(config)},
-                    check=ConnectionPool.check_connection, timeout=int(config["BUSY_TIMEOUT_MS"]) / 1000,
+                    check=deadline_check(int(config["QUERY_TIME_LIMIT_MS"])),
+                    timeout=int(config["BUSY_TIMEOUT_MS"]) / 1000,
                     name=f"usage-server-{os.getpid()}")
     return pool
 
 
 def request_connection(app) -> Connection:
-    """A pooled connection for one request; a broken one is replaced before it is handed out."""
+    """A pooled connection for one request, with the request's deadline already set by the
+    pool's check; a broken one is replaced before it is handed out."""
     pool = pool_for(app.config)
-    return Connection(pool.getconn(), int(app.config["BUSY_TIMEOUT_MS"]), pool)
+    return Connection(pool.getconn(), int(app.config["BUSY_TIMEOUT_MS"]), pool,
+                      deadline_ms=int(app.config["QUERY_TIME_LIMIT_MS"]))
 
 
 def set_deadline(conn: Connection, limit_ms: int) -> None:
-    """statement_timeout: a statement still running after `limit_ms` is cancelled (a 503)."""
-    conn.raw.execute("SELECT set_config('statement_timeout', %s, false)", (str(int(limit_ms)),))
+    """statement_timeout: a statement still running after `limit_ms` is cancelled (a 503).
+    A round trip only when the session does not have that limit yet."""
+    if conn.deadline_ms != int(limit_ms):
+        conn.raw.execute(DEADLINE, (str(int(limit_ms)),))
+        conn.deadline_ms = int(limit_ms)
 
 
 def release(app, conn: Connection) -> None:
-    """Hands a request's connection back clean: no deadline, no transaction."""
+    """Hands a request's connection back clean: no transaction. Its deadline stays: the pool's
+    check sets the next request's before handing it out."""
     try:
         if conn.in_transaction:
             conn.raw.execute("ROLLBACK")
-        conn.raw.execute("SELECT set_config('statement_timeout', '0', false)")
     except psycopg.Error:
         conn.raw.close()  # the pool discards a closed connection
     conn.close()
