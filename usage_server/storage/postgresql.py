@@ -51,21 +51,23 @@ def dialect(statement: str) -> str:
 
 @dataclass(frozen=True)
 class Bulk:
-    """How executemany stores many rows: COPY into a staging table, then one INSERT from it."""
+    """How executemany stores many rows: one COPY, into the table itself or, for an INSERT
+    with ON CONFLICT, into a staging table that one INSERT then empties into the table."""
 
-    create: str
     copy: str
-    insert: str
+    create: str | None = None
+    insert: str | None = None
 
 
 @lru_cache(maxsize=None)
 def bulk_form(statement: str) -> Bulk | None:
     """`INSERT INTO t (columns) VALUES (?, ...) [ON CONFLICT ...]` in bulk form; None for others.
 
-    The staging table is the session's own (TEMP), empty at every commit, and emptied by the
-    INSERT that reads it, which takes the rows in the order given (identity columns count in
-    that order). As one INSERT, its rows must not repeat a key that ON CONFLICT DO UPDATE
-    updates (the server's never do: rollup rows are summed per key first).
+    A plain INSERT becomes a COPY into the table: the same defaults, constraints and
+    triggers, rows in the order given (identity columns count in that order). With ON
+    CONFLICT, the rows are copied into the session's own staging table (TEMP, empty at every
+    commit) and moved by one INSERT ... SELECT, so they must not repeat a key that ON
+    CONFLICT DO UPDATE updates (the server's never do: rollup rows are summed per key first).
     """
     match = BULK_INSERT.fullmatch(statement)
     if match is None:
@@ -74,14 +76,15 @@ def bulk_form(statement: str) -> Bulk | None:
     names = [name.strip() for name in names.split(",")]
     if [mark.strip() for mark in marks.split(",")] != ["?"] * len(names):
         return None
-    columns = ", ".join(names)
+    columns, rest = ", ".join(names), rest.strip()
+    if not rest:
+        return Bulk(copy=f"COPY {table} ({columns}) FROM STDIN")
     stage = f"bulk_{table}"
     return Bulk(
-        create=(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-                f"SELECT {columns}, 0::bigint AS bulk_order FROM {table} WITH NO DATA"),
-        copy=f"COPY {stage} ({columns}, bulk_order) FROM STDIN",
-        insert=(f"WITH moved AS (DELETE FROM {stage} RETURNING *) INSERT INTO {table} ({columns}) "
-                f"SELECT {columns} FROM moved ORDER BY bulk_order {rest.strip()}"))
+        copy=f"COPY {stage} ({columns}) FROM STDIN",
+        create=f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {columns} FROM {table} WITH NO DATA",
+        insert=(f"WITH moved AS (DELETE FROM {stage} RETURNING {columns}) "
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM moved WHERE true {rest}"))
 
 
 class Row(tuple):
@@ -142,11 +145,13 @@ class Connection:
             if bulk is None:
                 cursor.executemany(dialect(statement), rows)
                 return
-            cursor.execute(bulk.create)
+            if bulk.create:
+                cursor.execute(bulk.create)
             with cursor.copy(bulk.copy) as copy:
-                for order, row in enumerate(rows):
-                    copy.write_row((*row, order))
-            cursor.execute(bulk.insert)
+                for row in rows:
+                    copy.write_row(row)
+            if bulk.insert:
+                cursor.execute(bulk.insert)
 
     @property
     def in_transaction(self) -> bool:
