@@ -1,13 +1,17 @@
-"""A PostgreSQL request's deadline costs one round trip, the pool's check of the connection it
-hands out (storage/postgresql.py): each round trip to the server is a large part of a small
-request. The deadline is still in effect, and a broken connection is still replaced."""
+"""What a small PostgreSQL request costs besides its queries (storage/postgresql.py): its
+deadline is set in one round trip, the pool's check of the connection it hands out (each round
+trip is a large part of a small request), and whole sums are read without Decimal. The
+deadline is still in effect, a broken connection is still replaced, fractions stay exact."""
+from decimal import Decimal
+
 import psycopg
 import pytest
+from psycopg.types.numeric import NumericLoader
 
 from conftest import bearer
 from usage_server import create_app
 from usage_server.auth import create_key
-from usage_server.storage import connect, get_db, write_transaction
+from usage_server.storage import connect, get_db, postgresql, write_transaction
 
 LIMIT_MS = 4321
 
@@ -55,3 +59,10 @@ def test_a_connection_broken_in_the_pool_is_replaced(pg_app, key, postgres):
     with pg_app.test_request_context("/"):
         assert get_db().raw.info.backend_pid != pid
     assert pg_app.test_client().get("/v1/model-configs", headers=bearer(key)).status_code == 200
+
+
+def test_whole_sums_are_read_as_int_without_decimal(monkeypatch):
+    loader = postgresql.ExactNumericLoader(1700, None)  # numeric's type oid
+    assert loader.load(b"7.50") == Decimal("7.50") and loader.load(b"7.00") == 7
+    monkeypatch.setattr(NumericLoader, "load", lambda self, data: pytest.fail("read through Decimal"))
+    assert [loader.load(b"123456789012"), loader.load(memoryview(b"-42"))] == [123456789012, -42]

@@ -113,11 +113,17 @@ def row_factory(cursor):
 
 
 class ExactNumericLoader(NumericLoader):
-    """SUM over BIGINT is NUMERIC in PostgreSQL: whole values come back as int, as in SQLite."""
+    """SUM over BIGINT is NUMERIC in PostgreSQL: whole values come back as int, as in SQLite.
+
+    A whole number's text is read by int() straight away: a year by day reads over a thousand
+    sums, and through Decimal each cost three times as much."""
 
     def load(self, data):
-        value = super().load(data)
-        return int(value) if value == value.to_integral_value() else value
+        try:
+            return int(bytes(data))
+        except ValueError:  # a fraction, or NaN
+            value = super().load(data)
+            return int(value) if value == value.to_integral_value() else value
 
 
 def configure(raw: psycopg.Connection) -> None:
