@@ -1,24 +1,25 @@
 """Benchmark usage_server at 1M and 10M events, against the raw-event baseline, in one run.
 
-    python -m benchmarks                 # 1M and 10M events (about 25 minutes, 5 GB of disk)
-    python -m benchmarks --size 1M       # one size
-    python -m benchmarks --smoke         # everything at a tiny size, in seconds
-    python -m benchmarks --zones         # time zones beside UTC, without and with FAST_TIMEZONES (1M)
+    python -m benchmarks                     # SQLite at 1M and 10M events (about 25 minutes, 5 GB of disk)
+    python -m benchmarks --engine both       # SQLite and PostgreSQL side by side (about an hour)
+    python -m benchmarks --engine postgresql --sizes 1M   # one engine, one size
+    python -m benchmarks --smoke             # everything at a tiny size, in seconds
+    python -m benchmarks --zones             # time zones beside UTC, without and with FAST_TIMEZONES (1M)
 
-Databases go to a temporary folder under --workdir (default: the system's) and are
-deleted at the end.
+SQLite databases go to a temporary folder under --workdir (default: the system's);
+PostgreSQL ones to a throwaway cluster (benchmarks/engines.py) or to the server named by
+USAGE_SERVER_BENCH_POSTGRES. All are deleted at the end.
 """
 import argparse
 import platform
-import sqlite3
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
-from . import dataset, latency, server, zones
+from . import dataset, engines, latency, server, zones
 
 TARGET_SPEEDUP = 100  # times faster than the baseline
 TARGET_GROWTH = 1.5  # latency at the largest size over the smallest
@@ -26,16 +27,23 @@ TARGET_TRIVIAL = {"last_7_days/hour": 2, "last_30_days/day": 2, "current_year/we
 TARGET_INGEST = 25_000  # events/s
 TARGET_SEED_SECONDS = 30  # for one million events
 TARGET_RSS_MB = 150
+TARGET_ENGINE_RATIO = 2  # PostgreSQL's time over SQLite's, over HTTP
 INGEST_OWNER = "ingest-bench"
 LARGEST = "largest: 10,000 day buckets"
 
 
 @dataclass
 class SizeResult:
+    engine: str  # "sqlite" or "postgresql"
     data: dataset.Dataset
-    timings: list
-    served: server.ServedFigures
+    settle_seconds: float | None  # VACUUM ANALYZE after seeding, where the engine wants one
     ingest: dict  # workers -> events/s
+    timings: list = field(default_factory=list)
+    served: server.ServedFigures | None = None
+
+    @property
+    def label(self) -> str:
+        return engines.LABELS[self.engine]
 
 
 def parse_size(text: str) -> int:
@@ -44,48 +52,57 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("KM")) * factor)
 
 
+def parse_sizes(text: str) -> list[int]:
+    """"1M" or "1M,10M" (a size's own digit groups may not use commas here)."""
+    return [parse_size(part) for part in text.split(",") if part.strip()]
+
+
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def prepare(events: int, workdir: Path, args) -> SizeResult:
-    """Seed a database, then what needs a server: ingestion, HTTP latency, peak memory."""
-    say(f"[{events:,}] seeding ...")
-    data = dataset.build(workdir, events, days=args.days)
-    write_key = latency.new_key(data.path, INGEST_OWNER, ("read", "write"))
+def prepare(events: int, engine, args) -> SizeResult:
+    """Seed a database, then ingestion over HTTP into it."""
+    tag = f"[{events:,} {engines.LABELS[engine.name]}]"
+    say(f"{tag} seeding ...")
+    data = dataset.build(engine.new_database(events), events, days=args.days)
+    settle_seconds = engine.settle(data.database)
+    write_key = latency.new_key(data.database, INGEST_OWNER, ("read", "write"))
     ingest = {}
     for workers in (2, 4):
-        say(f"[{events:,}] ingesting over HTTP with {workers} workers ...")
-        ingest[workers] = server.ingestion_rate(data.path, write_key, workers, args.ingest_runs, args.ingest_batches,
-                                                first_seed=workers * 1000)
+        say(f"{tag} ingesting over HTTP with {workers} workers ...")
+        ingest[workers] = server.ingestion_rate(data.database, write_key, workers, args.ingest_runs,
+                                                args.ingest_batches, first_seed=workers * 1000)
+    return SizeResult(engine.name, data, settle_seconds, ingest)
+
+
+def http_urls() -> dict[str, str]:
     today = datetime.now(timezone.utc).date()
     urls = latency.case_urls(today)
     urls[LARGEST] = "/v1/model-usage?" + urlencode(
         {"startDate": (today - timedelta(days=9_999)).isoformat(), "endDate": today.isoformat()})
-    say(f"[{events:,}] over HTTP, and a worker's peak memory ...")
-    served = server.served(data.path, latency.new_key(data.path, data.heaviest), urls, args.http_rounds)
-    return SizeResult(data, [], served, ingest)
+    return urls
 
 
-def machine() -> str:
+def machine(engine_descriptions: list[str]) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     memory = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal")), 0)
     import os
 
-    return (f"{cpu}, {os.cpu_count()} cores, {memory / 1024:.0f} GiB RAM; Python {platform.python_version()}, "
-            f"SQLite {sqlite3.sqlite_version}")
+    return (f"{cpu}, {os.cpu_count()} cores, {memory / 1024:.0f} GiB RAM; Python {platform.python_version()}; "
+            + "; ".join(engine_descriptions))
 
 
 def times(value: float) -> str:
     return f"{value:,.0f}×" if value >= 10 else f"{value:.1f}×"
 
 
-def table(result: SizeResult) -> list[str]:
+def table(result: SizeResult, durability: str) -> list[str]:
     data, trivial = result.data, result.timings[0]
     lines = [
-        f"## {data.events:,} events ({dataset.OWNERS} owners, {dataset.DAYS} days; heaviest owner "
+        f"## {data.events:,} events on {result.label} ({dataset.OWNERS} owners, {dataset.DAYS} days; heaviest owner "
         f"{data.heaviest_events:,} events)",
         "",
         "| query (heaviest owner) | median ms | p95 ms | × trivial | baseline ms | speed-up | same answer | HTTP ms |",
@@ -100,11 +117,12 @@ def table(result: SizeResult) -> list[str]:
             f"| {timing.name} | {timing.median_ms:.2f} | {timing.p95_ms:.2f} | {times(timing.median_ms / trivial.median_ms)} "
             f"| {timing.baseline_ms:,.1f} | {times(timing.baseline_ms / timing.median_ms)} "
             f"| {'yes' if timing.same_answer else 'NO'} | {http:.2f} |")
+    settled = "" if result.settle_seconds is None else f", then VACUUM (ANALYZE) in {result.settle_seconds:.1f} s"
     lines += [
         f"| {LARGEST} (HTTP only) | | | | | | | {result.served.http_median_ms[LARGEST]:.2f} |",
         "",
-        f"- seeding: {data.events:,} events in {data.seconds:.1f} s = {data.events / data.seconds:,.0f} events/s",
-        "- ingestion over HTTP, 1,000-event batches, synchronous=FULL, rollups included: "
+        f"- seeding: {data.events:,} events in {data.seconds:.1f} s = {data.events / data.seconds:,.0f} events/s{settled}",
+        f"- ingestion over HTTP, 1,000-event batches, {durability}, rollups included: "
         + ", ".join(f"{workers} workers {rate:,.0f} events/s" for workers, rate in result.ingest.items()),
         f"- a worker's peak RSS (VmHWM) after every query above and the largest range: "
         f"{result.served.peak_rss_mb:.0f} MB",
@@ -112,16 +130,56 @@ def table(result: SizeResult) -> list[str]:
     return lines
 
 
-def growth_table(first: SizeResult, last: SizeResult) -> list[str]:
+def by_engine(results: list[SizeResult]) -> dict[str, list[SizeResult]]:
+    """Each engine's results, smallest size first."""
+    grouped = {}
+    for result in results:
+        grouped.setdefault(result.engine, []).append(result)
+    return grouped
+
+
+def growth_table(grouped: dict[str, list[SizeResult]]) -> list[str]:
+    """Median at the largest size over the median at the smallest, per query and engine."""
+    first, last = next(iter(grouped.values()))[0], next(iter(grouped.values()))[-1]
+    labels = [engines.LABELS[engine] for engine in grouped]
     lines = [f"## Latency growth from {first.data.events:,} to {last.data.events:,} events", "",
-             "| query | median ratio |", "|---|---:|"]
-    for small, large in zip(first.timings, last.timings):
-        lines.append(f"| {small.name} | {large.median_ms / small.median_ms:.2f}× |")
+             "| query | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for index, timing in enumerate(first.timings):
+        ratios = [f"{own[-1].timings[index].median_ms / own[0].timings[index].median_ms:.2f}×" for own in grouped.values()]
+        lines.append(f"| {timing.name} | " + " | ".join(ratios) + " |")
     return lines
 
 
-def targets(results: list[SizeResult]) -> list[str]:
-    """Each target of the issue with the figure that decides it (the largest size decides)."""
+def engine_ratios(sqlite: SizeResult, postgresql: SizeResult) -> dict[str, tuple[float, float | None]]:
+    """Per query: PostgreSQL's median over SQLite's, over HTTP and through the WSGI app (None: HTTP only)."""
+    wsgi = {mine.name: theirs.median_ms / mine.median_ms for mine, theirs in zip(sqlite.timings, postgresql.timings)}
+    return {name: (postgresql.served.http_median_ms[name] / ms, wsgi.get(name))
+            for name, ms in sqlite.served.http_median_ms.items()}
+
+
+def side_by_side(grouped: dict[str, list[SizeResult]]) -> list[str]:
+    """PostgreSQL beside SQLite at each size: every query over HTTP, ingestion and seeding."""
+    lines = []
+    for sqlite, postgresql in zip(grouped["sqlite"], grouped["postgresql"]):
+        ratios = engine_ratios(sqlite, postgresql)
+        lines += [f"## PostgreSQL beside SQLite at {sqlite.data.events:,} events", "",
+                  "| query (heaviest owner) | SQLite HTTP ms | PostgreSQL HTTP ms | PostgreSQL ÷ SQLite, HTTP | ÷, WSGI |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, (http, wsgi) in ratios.items():
+            lines.append(f"| {name} | {sqlite.served.http_median_ms[name]:.2f} | "
+                         f"{postgresql.served.http_median_ms[name]:.2f} | {http:.2f}× | "
+                         + ("" if wsgi is None else f"{wsgi:.2f}×") + " |")
+        lines += ["", "- ingestion over HTTP, 1,000-event batches (PostgreSQL ÷ SQLite): " + ", ".join(
+            f"{workers} workers {postgresql.ingest[workers]:,.0f} ÷ {rate:,.0f} events/s = "
+            f"{postgresql.ingest[workers] / rate:.2f}×" for workers, rate in sqlite.ingest.items()),
+            f"- seeding: {postgresql.data.seconds:.1f} s ÷ {sqlite.data.seconds:.1f} s = "
+            f"{postgresql.data.seconds / sqlite.data.seconds:.2f}× the time", ""]
+    return lines
+
+
+def targets(results: list[SizeResult], sqlite: list[SizeResult] | None = None) -> list[str]:
+    """Each target with the figure that decides it (the largest size decides), for one engine;
+    `sqlite`, given for PostgreSQL's results, adds the target of PostgreSQL beside SQLite."""
     last = results[-1]
     trivial = last.timings[0].median_ms
     checks = []
@@ -132,6 +190,11 @@ def targets(results: list[SizeResult]) -> list[str]:
         growth = [large.median_ms / small.median_ms for small, large in zip(results[0].timings, last.timings)][1:]
         checks.append((f"latency within {TARGET_GROWTH}× from the smallest to the largest size",
                        f"highest {max(growth):.2f}×", max(growth) <= TARGET_GROWTH))
+    if sqlite:
+        worst, name = max((http, name) for name, (http, _) in engine_ratios(sqlite[-1], last).items()
+                          if name != latency.TRIVIAL)
+        checks.append((f"every usage query within {TARGET_ENGINE_RATIO}× of SQLite's time over HTTP",
+                       f"highest {worst:.2f}× ({name})", worst <= TARGET_ENGINE_RATIO))
     http = last.served.http_median_ms
     for timing in last.timings[1:]:
         limit = TARGET_TRIVIAL.get(timing.name.removesuffix(" +config"))
@@ -145,66 +208,100 @@ def targets(results: list[SizeResult]) -> list[str]:
                    seed_seconds < TARGET_SEED_SECONDS))
     rss = max(result.served.peak_rss_mb for result in results)
     checks.append((f"worker peak RSS < {TARGET_RSS_MB} MB", f"{rss:.0f} MB", rss < TARGET_RSS_MB))
-    return ["## Targets", "", "| target | measured | met |", "|---|---:|:---:|"] + [
+    return [f"## Targets, {last.label}", "", "| target | measured | met |", "|---|---:|:---:|"] + [
         f"| {name} | {figure} | {met if isinstance(met, str) else 'yes' if met else 'no'} |" for name, figure, met in checks]
+
+
+def report(results: list[SizeResult], opened: dict) -> str:
+    grouped = by_engine(results)
+    descriptions = [opened[engine].describe() for engine in grouped]
+    lines = [f"# usage_server benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "", machine(descriptions), ""]
+    for result in results:
+        lines += table(result, opened[result.engine].durability) + [""]
+    if len(grouped) > 1:
+        lines += side_by_side(grouped)
+    if len(next(iter(grouped.values()))) > 1:
+        lines += growth_table(grouped) + [""]
+    for engine, own in grouped.items():
+        lines += targets(own, grouped.get("sqlite") if engine == "postgresql" else None) + [""]
+    return "\n".join(lines).rstrip()
+
+
+def run(sizes: list[int], names: list[str], workdir: Path, args) -> str:
+    """Every size on every engine; then over HTTP and through the WSGI app, every database in
+    the same rounds; then the baseline. Databases are removed unless --keep."""
+    opened = {}
+    try:
+        for name in names:
+            opened[name] = engines.open_engine(name, workdir)
+        results = [prepare(events, opened[name], args) for events in sizes for name in names]
+        say("over HTTP, every database in the same rounds, and each worker's peak memory ...")
+        keys = [latency.new_key(result.data.database, result.data.heaviest) for result in results]
+        figures = server.served([(result.data.database, key) for result, key in zip(results, keys)], http_urls(),
+                                args.http_rounds)
+        say("timing queries in every database together, then the raw-event baseline ...")
+        today = datetime.now(timezone.utc).date()
+        timings = latency.measure([(result.data.database, result.data.heaviest) for result in results], today,
+                                  args.rounds, args.baseline_rounds)
+        for result, served, timing in zip(results, figures, timings):
+            result.served, result.timings = served, timing
+        text = report(results, opened)
+        if not args.keep:
+            for result in results:
+                opened[result.engine].remove(result.data.database)
+    finally:
+        for engine in opened.values():
+            engine.close()
+    return text
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--size", action="append", type=parse_size, help="events to seed, e.g. 1M (repeatable; default 1M and 10M)")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql", "both"), default="sqlite",
+                        help="the database engine to benchmark, or both side by side (default: sqlite)")
+    parser.add_argument("--size", "--sizes", dest="size", action="extend", type=parse_sizes,
+                        help="events to seed, e.g. 1M or 1M,10M (repeatable; default 1M and 10M)")
     parser.add_argument("--smoke", action="store_true", help="a tiny run of everything, to check that it works")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the temporary databases go")
-    parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the temporary SQLite databases go")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the databases (SQLite files; PostgreSQL ones only on a server of USAGE_SERVER_BENCH_POSTGRES)")
     parser.add_argument("--days", type=int, default=dataset.DAYS)
     parser.add_argument("--rounds", type=int, default=40, help="timed calls of each query")
     parser.add_argument("--baseline-rounds", type=int, default=3, help="timed runs of each baseline query")
     parser.add_argument("--http-rounds", type=int, default=15, help="timed calls of each query over HTTP")
     parser.add_argument("--ingest-runs", type=int, default=5, help="timed ingestion runs per worker count")
     parser.add_argument("--ingest-batches", type=int, default=20, help="1,000-event batches per ingestion run")
-    parser.add_argument("--zones", action="store_true", help="only zone-aware queries beside UTC (first size only)")
+    parser.add_argument("--zones", action="store_true", help="only zone-aware queries beside UTC (first size only, SQLite)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.size = args.size or [3_000]
         args.rounds, args.baseline_rounds, args.http_rounds = 3, 1, 1
         args.ingest_runs, args.ingest_batches = 1, 2
-    sizes = sorted(args.size or [1_000_000, 10_000_000])
+    sizes = sorted(set(args.size or [1_000_000, 10_000_000]))
     if args.zones:
         return zones_only(sizes[0], args)
 
+    names = list(engines.NAMES) if args.engine == "both" else [args.engine]
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="usage-bench-", dir=args.workdir) as folder:
         workdir = Path(folder)
         if args.keep:
             workdir = Path(tempfile.mkdtemp(prefix="usage-bench-kept-", dir=args.workdir))
-        results = [prepare(events, workdir, args) for events in sizes]
-        say("timing queries at every size together, then the raw-event baseline ...")
-        today = datetime.now(timezone.utc).date()
-        timings = latency.measure([(result.data.path, result.data.heaviest) for result in results], today,
-                                  args.rounds, args.baseline_rounds)
-        for result, timing in zip(results, timings):
-            result.timings = timing
-            if not args.keep:
-                dataset.remove_database(result.data.path)
-
-    lines = [f"# usage_server benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "", machine(), ""]
-    for result in results:
-        lines += table(result) + [""]
-    if len(results) > 1:
-        lines += growth_table(results[0], results[-1]) + [""]
-    lines += targets(results)
-    print("\n".join(lines))
+        print(run(sizes, names, workdir, args))
     return 0
 
 
 def zones_only(events: int, args) -> int:
     with tempfile.TemporaryDirectory(prefix="usage-bench-", dir=args.workdir) as folder:
         say(f"[{events:,}] seeding ...")
-        data = dataset.build(Path(folder), events, days=args.days)
+        engine = engines.SQLite(Path(folder))
+        data = dataset.build(engine.new_database(events), events, days=args.days)
         say(f"[{events:,}] timing zones beside UTC, without and with FAST_TIMEZONES ...")
-        lines = zones.run(data.path, data, args)
-        dataset.remove_database(data.path)
-    header = [f"# usage_server time-zone benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "", machine(), ""]
+        lines = zones.run(data.database, data, args)
+        engine.remove(data.database)
+    header = [f"# usage_server time-zone benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "",
+              machine([engine.describe()]), ""]
     print("\n".join(header + lines))
     return 0
 

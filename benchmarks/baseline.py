@@ -1,19 +1,20 @@
 """The straightforward design, for comparison: GROUP BY strftime over the raw events.
 
 Given a covering index on (owner, time), this is what a usage page without
-pre-aggregation runs. It computes the same summary, models and time series as
+pre-aggregation runs (on PostgreSQL its own date functions, to_char and date_trunc, label
+the buckets). It computes the same summary, models and time series as
 GET /v1/model-usage (UTC), so the benchmark can check that both give the same answer.
 The SQL lives here, not in usage_server/queries.py, because the server never runs it.
 """
-import sqlite3
 from datetime import date, datetime, timedelta, timezone
 
 from usage_server.money import micros_to_usd
 from usage_server.reports import avg_cost, summary
+from usage_server.storage import Connection
 
 COVERING_INDEX = """
 CREATE INDEX IF NOT EXISTS baseline_owner_ts
-ON usage_event (owner_id, ts_us, series_id, billing_source, total_tokens, cost_micros)
+ON usage_event (owner_id, ts_us, series_id, billing_source, total_tokens, cost_micros, priced)
 """
 
 _IN_RANGE = """
@@ -25,14 +26,20 @@ WHERE usage_event.owner_id = :owner_id
   AND (:config_id IS NULL OR usage_series.config_id = :config_id)
 """
 
-BUCKETS = """
-SELECT strftime(:fmt, usage_event.ts_us / 1000000, 'unixepoch', :shift, :align) AS bucket,
+BUCKET_LABELS = {  # an event's bucket, labelled as the API labels it, by each engine's date functions
+    "sqlite": "strftime(:fmt, usage_event.ts_us / 1000000, 'unixepoch', :shift, :align)",
+    "postgresql": "to_char(date_trunc(:unit, to_timestamp(usage_event.ts_us / 1000000) AT TIME ZONE 'UTC'), :pattern)",
+}
+
+_BUCKETS = """
+SELECT {label} AS bucket,
        COUNT(*) AS requests,
        SUM(usage_event.total_tokens) AS tokens,
        SUM(usage_event.cost_micros) AS cost
 """ + _IN_RANGE + """
 GROUP BY bucket
 """
+BUCKETS = {engine: _BUCKETS.format(label=label) for engine, label in BUCKET_LABELS.items()}
 
 MODELS = """
 SELECT usage_series.model_id, usage_series.provider, usage_series.model_name,
@@ -46,10 +53,11 @@ SELECT usage_series.model_id, usage_series.provider, usage_series.model_name,
 GROUP BY usage_series.model_id, usage_series.provider, usage_series.model_name
 """
 
-FORMATS = {  # strftime format and modifiers of each granularity's bucket start
-    "hour": ("%Y-%m-%dT%H:00:00Z", "+0 days", "+0 days"),
-    "day": ("%Y-%m-%d", "+0 days", "+0 days"),
-    "week": ("%Y-%m-%d", "-6 days", "weekday 1"),
+FORMATS = {  # each granularity's bucket start: SQLite's strftime format and modifiers, PostgreSQL's unit and pattern
+    "hour": {"fmt": "%Y-%m-%dT%H:00:00Z", "shift": "+0 days", "align": "+0 days",
+             "unit": "hour", "pattern": 'YYYY-MM-DD"T"HH24:00:00"Z"'},
+    "day": {"fmt": "%Y-%m-%d", "shift": "+0 days", "align": "+0 days", "unit": "day", "pattern": "YYYY-MM-DD"},
+    "week": {"fmt": "%Y-%m-%d", "shift": "-6 days", "align": "weekday 1", "unit": "week", "pattern": "YYYY-MM-DD"},
 }
 
 
@@ -65,16 +73,15 @@ def labels(start: date, end: date, granularity: str) -> list[str]:
     return result
 
 
-def usage(conn: sqlite3.Connection, owner_id: int, start: date, end: date, granularity: str,
+def usage(conn: Connection, engine: str, owner_id: int, start: date, end: date, granularity: str,
           config_id: str | None) -> dict:
-    """summary, usageByModel and timeSeries of one UTC range, from the raw events."""
+    """summary, usageByModel and timeSeries of one UTC range, from the raw events (engine: "sqlite" or
+    "postgresql")."""
     lo = int(datetime(start.year, start.month, start.day, tzinfo=timezone.utc).timestamp()) * 1_000_000
     hi = lo + ((end - start).days + 1) * 86_400 * 1_000_000
-    fmt, shift, align = FORMATS[granularity]
-    params = {"owner_id": owner_id, "lo": lo, "hi": hi, "config_id": config_id,
-              "fmt": fmt, "shift": shift, "align": align}
+    params = {"owner_id": owner_id, "lo": lo, "hi": hi, "config_id": config_id, **FORMATS[granularity]}
     points = {label: (0, 0, 0) for label in labels(start, end, granularity)}
-    for bucket, requests, tokens, cost in conn.execute(BUCKETS, params):
+    for bucket, requests, tokens, cost in conn.execute(BUCKETS[engine], params):
         points[bucket] = (requests, tokens, cost)
     models, sums = {}, dict.fromkeys(("requests", "platform_tokens", "user_tokens", "platform_cost", "user_cost"), 0)
     for row in conn.execute(MODELS, params):

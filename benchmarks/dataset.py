@@ -2,12 +2,12 @@
 
 Owner sizes follow Zipf's law (the k-th owner sends 1/k of the first's traffic), as
 tenants of a hosted service do: the heaviest owner holds about 28% of all events.
-Each owner is filled by seed.generator, so the traffic has its weekly and daily rhythm.
+Each owner is filled by seed.generator, so the traffic has its weekly and daily rhythm, and
+stored by the server's own store_events, on either engine.
 """
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from seed.generator import seed_owner
 from usage_server import create_app
@@ -19,7 +19,7 @@ DAYS = 365
 
 @dataclass(frozen=True)
 class Dataset:
-    path: str
+    database: str  # an SQLite path or a PostgreSQL URL
     events: int
     seconds: float  # time spent seeding
     heaviest: str  # owner name
@@ -35,7 +35,7 @@ def owner_sizes(events: int, owners: int = OWNERS) -> list[int]:
     return sizes
 
 
-def remove_database(path: str) -> None:
+def remove_sqlite(path: str) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         try:
             os.remove(path + suffix)
@@ -43,16 +43,14 @@ def remove_database(path: str) -> None:
             pass
 
 
-def app_config(path: str) -> dict:
-    """The server's own defaults (durable synchronous=FULL) on the benchmark's file."""
-    return dict(create_app({"DATABASE": path}).config)
+def app_config(database: str) -> dict:
+    """The server's own defaults (durable: SQLite's synchronous=FULL) on the benchmark's database."""
+    return dict(create_app({"DATABASE": database}).config)
 
 
-def build(workdir: Path, events: int, days: int = DAYS) -> Dataset:
-    """Seed a new database of `events` events under `workdir` (any old one is replaced)."""
-    path = str(workdir / f"usage-{events}.sqlite")
-    remove_database(path)
-    conn = connect(app_config(path))  # the app factory made the schema
+def build(database: str, events: int, days: int = DAYS) -> Dataset:
+    """Seed `events` events into `database`, new and empty."""
+    conn = connect(app_config(database))  # the app factory made the schema
     end = int(time.time())
     sizes = owner_sizes(events)
     started = time.perf_counter()
@@ -60,4 +58,4 @@ def build(workdir: Path, events: int, days: int = DAYS) -> Dataset:
         seed_owner(conn, f"owner{rank:02d}", events=size, days=days, seed=rank, end=end)
     seconds = time.perf_counter() - started
     conn.close()
-    return Dataset(path, events, seconds, "owner01", sizes[0], end)
+    return Dataset(database, events, seconds, "owner01", sizes[0], end)

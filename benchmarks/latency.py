@@ -5,7 +5,6 @@ figures are the server's own time without a network. Cases are timed round-robin
 call of each per round, so a noisy neighbour slows all of them alike.
 """
 import json
-import sqlite3
 import statistics
 import time
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from werkzeug.test import EnvironBuilder
 from usage_server import create_app, queries
 from usage_server.auth import create_key
 from usage_server.storage import connect, write_transaction
+from usage_server.storage.connections import engine_for
 
-from . import baseline
+from . import baseline, dataset
 
 BUSIEST_CONFIG = "cfg_support_chat"  # the demo config with the largest share of traffic
 TRIVIAL = "trivial: GET /v1/model-configs"
@@ -124,8 +124,9 @@ def against_baseline(database: str, owner: str, client: WsgiClient, samples: dic
                      baseline_rounds: int) -> list[Timing]:
     urls = case_urls(today)
     timings = [Timing(TRIVIAL, statistics.median(samples[TRIVIAL]) * 1000, percentile(samples[TRIVIAL], 0.95) * 1000)]
-    conn = sqlite3.connect(database)
+    conn = connect(dataset.app_config(database))
     conn.execute(baseline.COVERING_INDEX)
+    engine = engine_for(database).NAME
     owner_id = conn.execute(queries.OWNER_ID_BY_NAME, {"name": owner}).fetchone()[0]
     for case in cases(today):
         status, body = client.get(urls[case.name])
@@ -135,7 +136,7 @@ def against_baseline(database: str, owner: str, client: WsgiClient, samples: dic
         spent, expected = [], None
         for _ in range(baseline_rounds):
             started = time.perf_counter()
-            expected = baseline.usage(conn, owner_id, start, end, case.granularity, config_id)
+            expected = baseline.usage(conn, engine, owner_id, start, end, case.granularity, config_id)
             spent.append(time.perf_counter() - started)
         same = (expected == {part: answer[part] for part in expected}
                 and list(expected["usageByModel"]) == list(answer["usageByModel"]))

@@ -1,11 +1,12 @@
 """What needs a real server: ingestion rate, latency over HTTP, a worker's peak memory.
 
 gunicorn (ingest_http.gunicorn) runs wsgi:app with sync workers and the server's durable
-defaults, on 127.0.0.1 and a free port; it is always stopped before a function returns. Request
-bodies and the timed client come from benchmarks.ingest_http.
+defaults, on 127.0.0.1 and a free port, one server per database; each is always stopped
+before a function returns. Request bodies and the timed client come from benchmarks.ingest_http.
 """
 import statistics
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +33,18 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc status")
 
 
-def served(database: str, key: str, urls: dict, rounds: int) -> ServedFigures:
-    """Each URL `rounds` times, round-robin, over HTTP to one worker; then its peak RSS."""
-    with ingest_http.gunicorn(database, 1) as (process, base):
-        samples = {name: [] for name in urls}
-        with requests.Session() as session:
+def served(targets: list[tuple[str, str]], urls: dict, rounds: int) -> list[ServedFigures]:
+    """Per (database, key): each URL's median over HTTP to a worker of its own, then that
+    worker's peak RSS. All servers run at once and are timed in the same rounds, round-robin,
+    so a busy neighbour slows every database alike."""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(ingest_http.gunicorn(database, 1)) for database, _ in targets]
+        sessions = [stack.enter_context(requests.Session()) for _ in targets]
+        for session, (_, key) in zip(sessions, targets):
             session.headers["Authorization"] = f"Bearer {key}"
-            for round_number in range(rounds + 1):  # the first round warms up
+        samples = [{name: [] for name in urls} for _ in targets]
+        for round_number in range(rounds + 1):  # the first round warms up
+            for (_, base), session, sample in zip(servers, sessions, samples):
                 for name, url in urls.items():
                     started = time.perf_counter()
                     response = session.get(base + url, timeout=120)
@@ -46,10 +52,13 @@ def served(database: str, key: str, urls: dict, rounds: int) -> ServedFigures:
                     if response.status_code != 200:
                         raise RuntimeError(f"{url} answered {response.status_code}")
                     if round_number:
-                        samples[name].append(elapsed)
-        workers = worker_pids(process.pid)
-        rss = max(peak_rss_mb(pid) for pid in workers) if workers else float("nan")
-    return ServedFigures({name: statistics.median(times) * 1000 for name, times in samples.items()}, rss)
+                        sample[name].append(elapsed)
+        figures = []
+        for (process, _), sample in zip(servers, samples):
+            workers = worker_pids(process.pid)
+            rss = max(peak_rss_mb(pid) for pid in workers) if workers else float("nan")
+            figures.append(ServedFigures({name: statistics.median(times) * 1000 for name, times in sample.items()}, rss))
+    return figures
 
 
 def ingestion_rate(database: str, key: str, workers: int, runs: int, batches: int, first_seed: int) -> float:

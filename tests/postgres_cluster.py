@@ -51,16 +51,20 @@ def free_port() -> int:
 
 
 class Cluster:
-    """A PostgreSQL server for one test session; `superuser_url` administers it."""
+    """A PostgreSQL server for one test session; `superuser_url` administers it.
 
-    def __init__(self):
+    `given`: the superuser URL of a server to use instead of starting one. `settings`:
+    postgresql.conf lines over the test defaults (the benchmark turns durability back on).
+    """
+
+    def __init__(self, given: str | None = None, settings: dict | None = None):
         self.folder = None
         self.as_user = None
-        given = os.environ.get("USAGE_SERVER_TEST_POSTGRES")
+        given = given or os.environ.get("USAGE_SERVER_TEST_POSTGRES")
         if given:
             self.superuser_url = given
         else:
-            self.superuser_url = self.start()
+            self.superuser_url = self.start(settings or {})
         self.admin(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN "
                    f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}' NOSUPERUSER NOCREATEDB NOCREATEROLE; END IF; END $$")
         self.counter = 0
@@ -72,7 +76,7 @@ class Cluster:
             command = ("runuser", "-u", self.as_user, "--", *command)
         return subprocess.run(command, check=True, capture_output=True, text=True, timeout=300, **kwargs)
 
-    def start(self) -> str:
+    def start(self, overrides: dict) -> str:
         binaries = server_binaries()
         self.folder = Path(tempfile.mkdtemp(prefix="usage-pg-"))
         self.as_user = "postgres" if os.geteuid() == 0 else None
@@ -85,7 +89,7 @@ class Cluster:
         settings = {"listen_addresses": "'127.0.0.1'", "port": str(self.port),
                     "unix_socket_directories": f"'{self.folder}'", "fsync": "off",
                     "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "500",
-                    "shared_buffers": "128MB"}
+                    "shared_buffers": "128MB", **overrides}
         with open(data / "postgresql.conf", "a") as conf:
             conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
         self.run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(self.folder / "server.log"), "-w",

@@ -3,9 +3,12 @@
 Timings are not checked (CI machines vary); that it runs, that the pre-aggregated
 answers equal the raw-event baseline's, and that it leaves no database behind are.
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
 QUERIES = ("last_7_days/hour", "last_30_days/day", "current_year/week", "365 days/day")
@@ -43,3 +46,44 @@ def test_zones_smoke_run_compares_every_zone_with_utc_and_the_same_answers(tmp_p
     for needle in ("start-up built", "ingestion in-process", "target: every zone within 1.5×"):
         assert needle in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def sections(markdown: str) -> dict[str, list[list[str]]]:
+    """Each `## ` heading's table rows, split into cells (header and rule rows left out)."""
+    found, rows = {}, None
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            rows = found[line[3:]] = []
+        elif line.startswith("| ") and rows is not None and not line.startswith(("| query", "| target")):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return found
+
+
+def test_postgresql_smoke_run_beside_sqlite(tmp_path, postgres):
+    """--engine both: PostgreSQL seeded, timed and checked against its own raw-event baseline,
+    then beside SQLite; the session's cluster stands in for the benchmark's own (faster)."""
+    env = {**os.environ, "USAGE_SERVER_BENCH_POSTGRES": postgres.superuser_url}
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--engine", "both", "--workdir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = sections(result.stdout)
+    cases = QUERIES + tuple(f"{query} +config" for query in QUERIES)
+    for engine in ("SQLite", "PostgreSQL"):
+        (table,) = [rows for heading, rows in found.items() if heading.startswith(f"3,000 events on {engine} ")]
+        assert [row[0] for row in table] == ["trivial: GET /v1/model-configs", *cases, "largest: 10,000 day buckets (HTTP only)"]
+        for row in table[1:-1]:
+            assert row[6] == "yes", (engine, row)  # the same answer as GROUP BY over the raw events
+    beside = found["PostgreSQL beside SQLite at 3,000 events"]
+    assert [row[0] for row in beside] == ["trivial: GET /v1/model-configs", *cases, "largest: 10,000 day buckets"]
+    for name, sqlite_ms, postgresql_ms, ratio, _ in beside:  # the ratio of the times, each rounded to 0.005
+        sqlite_ms, postgresql_ms = float(sqlite_ms), float(postgresql_ms)
+        low, high = (postgresql_ms - 0.005) / (sqlite_ms + 0.005), (postgresql_ms + 0.005) / (sqlite_ms - 0.005)
+        assert low - 0.005 <= float(ratio.rstrip("×")) <= high + 0.005, name
+    targets = {row[0]: row for row in found["Targets, PostgreSQL"]}
+    assert "every usage query within 2× of SQLite's time over HTTP" in targets
+    for needle in ("synchronous_commit=on, rollups included: 2 workers", "then VACUUM (ANALYZE) in",
+                   "- ingestion over HTTP, 1,000-event batches (PostgreSQL ÷ SQLite): 2 workers", "## Targets, SQLite"):
+        assert needle in result.stdout
+    assert list(tmp_path.iterdir()) == []
+    with psycopg.connect(postgres.superuser_url) as conn:  # the benchmark's databases dropped
+        assert conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench%'").fetchall() == []
