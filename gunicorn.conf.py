@@ -51,12 +51,12 @@ def on_starting(server):
 def check_start_up() -> None:
     """What every worker will do first (create_app), with any refusal as one `Error:` line."""
     from usage_server import create_app
-    from usage_server.storage import DatabaseSetupError
+    from usage_server.storage import DatabaseSetupError, redacted
 
     try:
         create_app()
     except DatabaseSetupError as exc:
-        database = os.environ.get("USAGE_SERVER_DATABASE")
+        database = redacted(os.environ.get("USAGE_SERVER_DATABASE", ""))
         sys.exit(f"Error: {exc.format_message()}" + (f" (USAGE_SERVER_DATABASE={database})" if database else ""))
     except ValueError as exc:  # a misspelt time zone or SQLite setting
         sys.exit(f"Error: {exc}")

@@ -15,7 +15,7 @@ import postgres_cluster
 
 from usage_server import api, create_app
 from usage_server.auth import create_key
-from usage_server.storage import connect, write_transaction
+from usage_server.storage import close_pools, connect, write_transaction
 
 FROZEN_NOW = datetime(2026, 3, 18, 15, 30, tzinfo=timezone.utc)  # a Wednesday
 
@@ -44,20 +44,39 @@ def postgres():
 
 @pytest.fixture(scope="session")
 def new_database(request, tmp_path_factory):
-    """new_database(engine) -> a new, empty database: an SQLite path or a PostgreSQL URL."""
+    """new_database(engine) -> a new, empty database: an SQLite path or a PostgreSQL URL.
+    Pooled connections to a PostgreSQL one are closed when the module that made it ends."""
 
     def new(engine: str) -> str:
         if engine == "sqlite":
             return str(tmp_path_factory.mktemp("usage") / "usage.sqlite")
-        return request.getfixturevalue("postgres").new_schema()
+        url = request.getfixturevalue("postgres").new_schema()
+        made.append(url)
+        return url
 
-    return new
+    made = []
+    yield new
+    for url in made:
+        close_pools(url)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_module_pools():
+    """Each module's PostgreSQL databases keep no connection open after it (the cluster's
+    connection slots are shared by the whole session)."""
+    yield
+    close_pools()
 
 
 @pytest.fixture
-def database(engine, new_database):
-    """A new, empty database of the test's engine."""
-    return new_database(engine)
+def database(engine, new_database, tmp_path):
+    """A new, empty database of the test's engine (SQLite: usage.sqlite in the test's tmp_path)."""
+    if engine == "sqlite":
+        yield str(tmp_path / "usage.sqlite")
+        return
+    url = new_database(engine)
+    yield url
+    close_pools(url)
 
 
 @pytest.fixture

@@ -89,6 +89,45 @@ def all_labels(start: date, end: date, granularity: str, zone_name: str) -> list
     return labels
 
 
+LOCAL_TABLES = ("rollup_local_day", "rollup_local_week", "rollup_local_hour")
+
+
+def local_slot(ts_us: int, offset: int, table: str) -> int:
+    """Where an instant's local hour (rollup_local_hour), day or week (from Monday) starts at
+    a fixed UTC offset, in epoch seconds."""
+    local = datetime.fromtimestamp(ts_us // 10**6, timezone(timedelta(seconds=offset)))
+    if table == "rollup_local_hour":
+        return int(local.replace(minute=0, second=0).timestamp())
+    midnight = local.replace(hour=0, minute=0, second=0)
+    return int((midnight - timedelta(days=midnight.weekday() if table == "rollup_local_week" else 0)).timestamp())
+
+
+def summed_rows(events, slots) -> list[tuple]:
+    """Stored events (owner_id, ts_us, series_id, total_tokens, cost_micros, priced,
+    billing_source) summed as a rollup keeps them: (owner_id, *slot, series_id, requests,
+    unpriced, platform_tokens, user_tokens, platform_cost, user_cost) for every slot in
+    `slots(ts_us)`, sorted."""
+    sums = defaultdict(lambda: [0] * 6)
+    for owner_id, ts_us, series_id, tokens, cost, priced, source in events:
+        for slot in slots(ts_us):
+            entry = sums[(owner_id, *slot, series_id)]
+            entry[0] += 1
+            entry[1] += 1 - priced
+            entry[2 if source == "platform" else 3] += tokens
+            entry[4 if source == "platform" else 5] += cost
+    return sorted(key + tuple(values) for key, values in sums.items())
+
+
+def local_rollups(events, offsets) -> dict[str, list[tuple]]:
+    """What the local rollups must hold: local days and weeks at every offset, local hours
+    only at the offsets that are not whole hours."""
+    def slots(table):
+        return lambda ts_us: [(offset, local_slot(ts_us, offset, table)) for offset in offsets
+                              if table != "rollup_local_hour" or offset % 3_600]
+
+    return {table: summed_rows(events, slots(table)) for table in LOCAL_TABLES}
+
+
 def usd(micros: int) -> float:
     return float(Decimal(micros) / 10**6)
 

@@ -12,8 +12,8 @@ from usage_server.storage import connect, write_transaction
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    return create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("shared") / "usage.sqlite")})
+def app(engine, new_database):
+    return create_app({"TESTING": True, "DATABASE": new_database(engine)})
 
 
 @pytest.fixture

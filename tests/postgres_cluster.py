@@ -88,7 +88,7 @@ class Cluster:
                  "--encoding=UTF8", "--locale=C.UTF-8")
         settings = {"listen_addresses": "'127.0.0.1'", "port": str(self.port),
                     "unix_socket_directories": f"'{self.folder}'", "fsync": "off",
-                    "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300",
+                    "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "500",
                     "shared_buffers": "128MB", **overrides}
         with open(data / "postgresql.conf", "a") as conf:
             conf.writelines(f"{name} = {value}\n" for name, value in settings.items())

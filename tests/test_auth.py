@@ -1,6 +1,5 @@
 """API keys: the accepted header forms, one identical 401 for every bad key, scopes, owners."""
 import hashlib
-import sqlite3
 from datetime import date
 
 import pytest
@@ -28,9 +27,9 @@ def key(make_key):
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
+def shared(engine, new_database):
     """A client and a read-write key on one database for the read-only checks: (client, key)."""
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("auth") / "usage.sqlite")})
+    app = create_app({"TESTING": True, "DATABASE": new_database(engine)})
     conn = connect(app.config)
     with write_transaction(conn):
         _, raw = create_key(conn, "acme", ["read", "write"])
@@ -136,7 +135,7 @@ def test_each_scope_opens_its_own_endpoints(client, make_key, frozen_now):
 
 
 def test_keys_are_stored_only_as_sha256_hashes(app, key):
-    conn = sqlite3.connect(app.config["DATABASE"])
+    conn = connect(app.config)
     rows = conn.execute("SELECT * FROM api_key").fetchall()
     conn.close()
     assert len(rows) == 1

@@ -24,7 +24,8 @@ def test_smoke_run_prints_the_whole_table_with_equal_answers(tmp_path):
     for name in QUERIES + tuple(f"{query} +config" for query in QUERIES):
         median, p95, _, baseline, _, same, http = rows[name]
         assert same == "yes", name  # the same answer as GROUP BY over the raw events
-        assert float(median) > 0 and float(p95) >= float(median) and float(baseline) > 0 and float(http) > 0
+        assert float(median) > 0 and float(p95) >= float(median) and float(http) > 0
+        assert float(baseline) >= 0  # written to 0.1 ms: a fast machine's tiny baseline reads 0.0
     for needle in ("seeding: 3,000 events", "2 workers", "4 workers", "peak RSS", "## Targets"):
         assert needle in result.stdout
     assert list(tmp_path.iterdir()) == []  # temporary databases deleted

@@ -3,7 +3,6 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 from datetime import date
@@ -16,9 +15,11 @@ from click.testing import CliRunner
 
 from conftest import FROZEN_NOW, assert_error, bearer, create_config, post_events
 from oracle import expected_usage
+from postgres_cluster import PASSWORD
 from seed import generator
 from usage_server import create_app
 from usage_server.cli import main
+from usage_server.storage import connect, write_transaction
 
 KEY_LINE = re.compile(r"usk_[0-9a-f]{12}_[A-Za-z0-9_-]{40}")
 SCRIPT = Path(sys.executable).with_name("usage-server")
@@ -53,6 +54,11 @@ def key_rows(runner, *owner):
     return [dict(zip(lines[0].split("\t"), line.split("\t"))) for line in lines[1:]]
 
 
+def named(database: str) -> str:
+    """The database as the commands name it: the test databases' password masked in a URL."""
+    return database.replace(f":{PASSWORD}@", ":***@")
+
+
 def usage(client, key, **query):
     response = client.get("/v1/model-usage", query_string=query, headers=bearer(key))
     assert response.status_code == 200, response.get_json()
@@ -71,12 +77,13 @@ def stocked(client, runner, frozen_now):
 # --- init-db ------------------------------------------------------------------------------
 
 
-def test_init_db_is_idempotent_and_keeps_data(client, runner, stocked):
+def test_init_db_is_idempotent_and_keeps_data(app, client, runner, stocked):
     key, config = stocked
     before = usage(client, key)
     assert before["summary"]["totalRequests"] == 3
     for _ in range(2):
-        assert "Initialised the database" in invoke(runner, "init-db")
+        assert invoke(runner, "init-db") == (f"Using the database {named(app.config['DATABASE'])}.\n"
+                                             f"Initialised the database at {named(app.config['DATABASE'])}.\n")
     assert usage(client, key) == before
     assert client.get("/v1/model-configs", headers=bearer(key)).get_json()["data"] == [config]
 
@@ -134,7 +141,7 @@ def test_list_keys_never_shows_the_raw_key_or_its_hash(runner):
     output = invoke(runner, "list-keys")
     for raw in keys.values():
         assert raw not in output
-        assert raw.rsplit("_", 1)[1] not in output
+        assert raw[len("usk_") + 12 + 1:] not in output  # the secret, by position (it may hold "_")
         assert hashlib.sha256(raw.encode()).hexdigest() not in output
     rows = key_rows(runner)
     assert sorted((row["id"], row["owner"], row["name"], row["scopes"], row["revoked"]) for row in rows) == sorted(
@@ -178,8 +185,8 @@ def pinned_seed_clock(monkeypatch):
     monkeypatch.setattr(generator, "time", SimpleNamespace(time=FROZEN_NOW.timestamp))
 
 
-def stored_events(path):
-    conn = sqlite3.connect(path)
+def stored_events(config):
+    conn = connect(config)
     rows = conn.execute(
         "SELECT event_id, ts_us, prompt_tokens, completion_tokens, total_tokens, cost_micros, execution_us,"
         " billing_source FROM usage_event ORDER BY event_id").fetchall()
@@ -194,14 +201,15 @@ def seed(runner, *args):
     return last
 
 
-def test_seed_is_deterministic_and_prints_a_read_only_key(app, client, runner, tmp_path, frozen_now, pinned_seed_clock):
+def test_seed_is_deterministic_and_prints_a_read_only_key(app, client, runner, engine, new_database, frozen_now,
+                                                          pinned_seed_clock):
     args = ("--events", "3000", "--days", "30", "--seed", "7")
     key = seed(runner, *args)
-    twin = create_app({"TESTING": True, "DATABASE": str(tmp_path / "twin.sqlite")})
+    twin = create_app({"TESTING": True, "DATABASE": new_database(engine)})
     twin_key = seed(twin.test_cli_runner(), *args)
-    events = stored_events(app.config["DATABASE"])
+    events = stored_events(app.config)
     assert len(events) == 3000
-    assert events == stored_events(twin.config["DATABASE"])
+    assert events == stored_events(twin.config)
     query = {"period": "last_30_days", "granularity": "week"}
     body = usage(client, key, **query)
     assert body == usage(twin.test_client(), twin_key, **query)
@@ -220,7 +228,7 @@ def test_seed_write_key_can_post_to_the_demo_owner(app, client, runner, frozen_n
     assert lines[-4:-3] == ["Read-write key:"] and lines[-2] == "Read-only key:", output
     writer, reader = lines[-3], lines[-1]
     assert KEY_LINE.fullmatch(writer) and KEY_LINE.fullmatch(reader) and writer != reader
-    assert app.config["DATABASE"] in output
+    assert named(app.config["DATABASE"]) in output and PASSWORD not in output
     configs = client.get("/v1/model-configs", headers=bearer(reader)).get_json()["data"]
     event = {"id": "demo-posted-1", "timestamp": FROZEN_NOW.isoformat(), "modelConfigId": configs[0]["id"],
              "promptTokens": 1000, "completionTokens": 10, "cost": 0.25}
@@ -233,11 +241,11 @@ def test_seed_write_key_can_post_to_the_demo_owner(app, client, runner, frozen_n
     assert sorted(row["scopes"] for row in key_rows(runner, "demo")) == ["read", "read,write"]
 
 
-def test_another_seed_gives_other_events(app, runner, tmp_path, pinned_seed_clock):
+def test_another_seed_gives_other_events(app, runner, engine, new_database, pinned_seed_clock):
     seed(runner, "--events", "500", "--days", "10", "--seed", "1")
-    other = create_app({"TESTING": True, "DATABASE": str(tmp_path / "other.sqlite")})
+    other = create_app({"TESTING": True, "DATABASE": new_database(engine)})
     seed(other.test_cli_runner(), "--events", "500", "--days", "10", "--seed", "2")
-    first, second = stored_events(app.config["DATABASE"]), stored_events(other.config["DATABASE"])
+    first, second = stored_events(app.config), stored_events(other.config)
     assert len(first) == len(second) == 500
     assert {row[1:] for row in first} != {row[1:] for row in second}
 
@@ -246,7 +254,7 @@ def test_seed_events_lie_within_the_last_days(app, runner, pinned_seed_clock):
     seed(runner, "--events", "1000", "--days", "3", "--seed", "5")
     now_us = int(FROZEN_NOW.timestamp()) * 1_000_000
     first_day_us = (int(FROZEN_NOW.timestamp()) // 86_400 - 2) * 86_400 * 1_000_000
-    assert all(first_day_us <= row[1] < now_us for row in stored_events(app.config["DATABASE"]))
+    assert all(first_day_us <= row[1] < now_us for row in stored_events(app.config))
 
 
 # --- import-prices and rebuild-rollups -------------------------------------------------------------
@@ -315,10 +323,10 @@ def test_rebuild_rollups_restores_the_report_from_the_events(app, client, runner
         granularity: expected_usage(EVENTS, {"cfg_a": config}, PRICES, date(2026, 3, 12), date(2026, 3, 18), granularity)
         for granularity in ("day", "hour")
     }
-    conn = sqlite3.connect(app.config["DATABASE"])
-    for table in ("rollup_day", "rollup_hour", "rollup_quarter"):
-        conn.execute(f"UPDATE {table} SET requests = requests * 2, platform_cost = platform_cost + 1")
-    conn.commit()
+    conn = connect(app.config)
+    with write_transaction(conn):
+        for table in ("rollup_day", "rollup_hour", "rollup_quarter"):
+            conn.execute(f"UPDATE {table} SET requests = requests * 2, platform_cost = platform_cost + 1")
     conn.close()
     assert usage(client, key)["summary"] != expected["day"]["summary"]
     stale_tag = client.get("/v1/model-usage", headers=bearer(key)).headers["ETag"]
@@ -336,23 +344,22 @@ def test_rebuild_rollups_restores_the_report_from_the_events(app, client, runner
 # --- the installed console script ------------------------------------------------------------------
 
 
-def run_script(database, *args, check=True):
+def run_script(database, *args, check=True, cwd=None):
     env = {name: value for name, value in os.environ.items() if not name.startswith(("USAGE_SERVER_", "FLASK_"))}
     env["USAGE_SERVER_DATABASE"] = str(database)
     result = subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60,
-                            cwd=Path(database).parent)
+                            cwd=cwd or Path(database).parent)
     if check:
         assert result.returncode == 0, result.stderr
     return result
 
 
-def test_console_script_sets_up_a_database_whose_key_works(tmp_path, monkeypatch, frozen_now):
-    database = tmp_path / "served.sqlite"
-    run_script(database, "init-db")
-    output = run_script(database, "create-key", "acme", "--scopes", "read", "--name", "cli").stdout
+def test_console_script_sets_up_a_database_whose_key_works(database, tmp_path, monkeypatch, frozen_now):
+    run_script(database, "init-db", cwd=tmp_path)
+    output = run_script(database, "create-key", "acme", "--scopes", "read", "--name", "cli", cwd=tmp_path).stdout
     key = output.rstrip("\n").split("\n")[-1]
     assert KEY_LINE.fullmatch(key)
-    monkeypatch.setenv("USAGE_SERVER_DATABASE", str(database))
+    monkeypatch.setenv("USAGE_SERVER_DATABASE", database)
     client = create_app({"TESTING": True}).test_client()
     assert client.get("/v1/model-usage", headers=bearer(key)).status_code == 200
     assert client.post("/v1/model-configs", json={"modelId": "m", "provider": "p"},

@@ -1,18 +1,23 @@
 """Which commands may create a database: those that add data (init-db, create-key, seed) and
-the servers; every other command refuses a database that does not exist and creates nothing."""
+the servers; every other command refuses a database that does not exist and creates nothing.
+
+Those rules are about SQLite files. A PostgreSQL database is never created by the server:
+a URL it cannot connect to is refused by every command in one line that names it, without
+its password."""
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
 from flask import Flask
 
 from usage_server import create_app
+from gunicorn_server import free_port
 from usage_server.cli import main
-from usage_server.storage import migrations
+from usage_server.storage import connect, migrations
 
 SCRIPT = Path(sys.executable).with_name("usage-server")
 
@@ -22,11 +27,15 @@ def refusal(path) -> str:
             "or create one with `usage-server init-db`\n")
 
 
-def version(path) -> int:
-    conn = sqlite3.connect(path)
-    found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+def stored(database, statement) -> list[tuple]:
+    conn = connect(create_app({"DATABASE": str(database)}, prepare_database=False).config)
+    found = [tuple(row) for row in conn.execute(statement).fetchall()]
     conn.close()
     return found
+
+
+def version(database) -> int:
+    return stored(database, "SELECT MAX(version) FROM schema_version")[0][0]
 
 
 @pytest.fixture
@@ -86,17 +95,51 @@ def test_commands_that_add_data_create_the_database_and_say_which_file(tmp_path,
     assert again.output.startswith(f"Using the database {path}.\n")
 
 
-def test_the_development_server_prepares_its_database_like_gunicorn(tmp_path, monkeypatch):
-    path = tmp_path / "usage.sqlite"
-    monkeypatch.setenv("USAGE_SERVER_DATABASE", str(path))
+def test_the_development_server_prepares_its_database_like_gunicorn(database, monkeypatch):
+    monkeypatch.setenv("USAGE_SERVER_DATABASE", database)
     monkeypatch.setenv("USAGE_SERVER_FAST_TIMEZONES", "Asia/Kolkata")
     served = []
     monkeypatch.setattr("flask.cli.run_simple", lambda host, port, app, **options: served.append((host, port, app)))
     result = CliRunner().invoke(main, ["run", "--port", "5001"])
     assert result.exit_code == 0, result.output
     [(host, port, app)] = served
-    assert (host, port, app.config["DATABASE"]) == ("127.0.0.1", 5001, str(path))
-    assert version(path) == migrations.LATEST_VERSION
-    conn = sqlite3.connect(path)
-    assert conn.execute("SELECT utc_offset FROM rollup_offset").fetchall() == [(19_800,)]  # as a server keeps them
-    conn.close()
+    assert (host, port, app.config["DATABASE"]) == ("127.0.0.1", 5001, database)
+    assert version(database) == migrations.LATEST_VERSION
+    assert stored(database, "SELECT utc_offset FROM rollup_offset") == [(19_800,)]  # as a server keeps them
+
+
+PASSWORD = "s3cret-pw"
+
+
+@pytest.fixture
+def unreachable(postgres):
+    """URLs of PostgreSQL databases that cannot be connected to: nothing listens on the port;
+    the server runs but has no such database."""
+    server = urlsplit(postgres.superuser_url)
+    return {"no server": f"postgresql://usage:{PASSWORD}@127.0.0.1:{free_port()}/usage",
+            "no database": f"postgresql://usage:{PASSWORD}@{server.hostname}:{server.port}/no_such_database"}
+
+
+@pytest.mark.parametrize("command", [["list-keys"], ["migrate"], ["init-db"], ["create-key", "acme"],
+                                     ["seed", "--events", "10"]], ids=" ".join)
+def test_a_postgresql_url_that_cannot_be_connected_to_is_one_line_without_its_password(unreachable, command):
+    for url in unreachable.values():
+        runner = create_app({"DATABASE": url}, prepare_database=False).test_cli_runner()
+        result = runner.invoke(args=command)
+        assert result.exit_code == 1
+        named = url.replace(f":{PASSWORD}@", ":***@")
+        assert result.output.startswith(f"Error: cannot use the database {named}: connection failed: ")
+        assert result.output.count("\n") == 1 and result.output.endswith("\n"), result.output
+        assert PASSWORD not in result.output and "Traceback" not in result.output
+
+
+def test_the_installed_script_names_an_unreachable_postgresql_database_in_one_line(unreachable):
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("USAGE_SERVER_", "FLASK_"))}
+    for reason, url in unreachable.items():
+        result = subprocess.run([str(SCRIPT), "list-keys"], env={**env, "USAGE_SERVER_DATABASE": url},
+                                capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stdout) == (1, "")
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"Error: cannot use the database {url.replace(PASSWORD, '***')}: "), line
+        assert ("Connection refused" if reason == "no server" else 'database "no_such_database" does not exist') in line
+        assert PASSWORD not in result.stderr

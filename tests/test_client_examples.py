@@ -51,16 +51,17 @@ def new_keys(database, owner):
 
 
 def usage_counts(base, key) -> dict:
-    body = requests.get(f"{base}/v1/model-configs/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+    body = requests.get(f"{base}/v1/model-configs/usage", headers={"Authorization": f"Bearer {key}"}, timeout=120).json()
     return {item["id"]: item["usageCount"] for item in body["data"]}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("examples")
-    prepare_database(folder / "usage.sqlite", owners=())
-    with gunicorn(folder / "usage.sqlite", folder / "gunicorn.log", workers=1) as base:
-        yield SimpleNamespace(base=base, database=folder / "usage.sqlite", folder=folder)
+def server(engine, new_database, tmp_path_factory):
+    """A gunicorn on a database of the module's engine; each test writes as owners of its own."""
+    folder, database = tmp_path_factory.mktemp("examples"), new_database(engine)
+    prepare_database(database, owners=())
+    with gunicorn(database, folder / "gunicorn.log", workers=1) as base:
+        yield SimpleNamespace(base=base, database=database, folder=folder)
 
 
 def test_the_page_has_examples_and_says_what_they_print():
@@ -74,7 +75,7 @@ def test_the_page_runs_as_written_and_prints_what_it_says(server):
     script = server.folder / "writing_usage.py"
     script.write_text(page_code())
     env = {"PATH": "/usr/bin:/bin", "USAGE_SERVER_URL": server.base, "USAGE_SERVER_KEY": keys.write}
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == printed_on_the_page(page_code())
     assert usage_counts(server.base, keys.read) == {"support-bot": 1 + 1 + 2500}
@@ -96,7 +97,7 @@ class LossyProxy(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
             return
-        answer = requests.post(self.server.upstream + self.path, data=body, timeout=30,
+        answer = requests.post(self.server.upstream + self.path, data=body, timeout=120,
                                headers={"Authorization": self.headers["Authorization"], "Content-Type": "application/json"})
         if step == "lose":
             self.close_connection = True  # stored upstream; the client never hears of it

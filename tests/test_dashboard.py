@@ -1,4 +1,5 @@
-"""The dashboard in a real headless Chromium (Debian's), against a live server on seeded data.
+"""The dashboard in a real headless Chromium (Debian's), against a live server on seeded data
+of each engine.
 
 Every number the page shows is compared with the API's own answer for the same query,
 formatted by the page's documented rules. Screenshots go to test-artifacts/.
@@ -64,16 +65,17 @@ def serving(database, events, days):
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """The module's server: read-only for every test (a test that writes has its own)."""
-    with serving(tmp_path_factory.mktemp("dashboard") / "usage.sqlite", events=8000, days=420) as server:
+def live(engine, new_database):
+    """The module's server, on the module's engine: read-only for every test (a test that
+    writes has its own)."""
+    with serving(new_database(engine), events=8000, days=420) as server:
         yield server
 
 
 @pytest.fixture
-def own_live(tmp_path):
+def own_live(database):
     """A server of the test's own, on a smaller seeded database it may write to."""
-    with serving(tmp_path / "usage.sqlite", events=600, days=60) as server:
+    with serving(database, events=600, days=60) as server:
         yield server
 
 

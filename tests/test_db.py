@@ -9,6 +9,9 @@ from conftest import bearer
 from usage_server import create_app, reports
 from usage_server.auth import create_key
 from usage_server.storage import DatabaseSetupError, check_database_path, connections, get_db, write_transaction
+from usage_server.storage import sqlite as storage_sqlite
+
+pytestmark = pytest.mark.sqlite_only  # SQLite's connections, pragmas and files (PostgreSQL: test_postgres_faults.py)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -32,13 +35,13 @@ def idle(conn) -> bool:
 def test_requests_leave_no_connection_busy_even_when_they_fail(app, client, make_key, monkeypatch):
     key = make_key()
     opened = []
-    original = connections.connect
+    original = storage_sqlite.connect
 
     def recording_connect(*args, **kwargs):
         opened.append(original(*args, **kwargs))
         return opened[-1]
 
-    monkeypatch.setattr(connections, "connect", recording_connect)
+    monkeypatch.setattr(storage_sqlite, "connect", recording_connect)
     urls = ["/health", "/v1/model-usage", "/v1/model-usage?period=nonsense", "/v1/model-configs"]
     for url in urls:
         client.get(url, headers=bearer(key))
@@ -97,7 +100,7 @@ def test_busy_timeout_is_set_before_anything_else(app, monkeypatch):
         opened.append(RecordingConnection(sqlite3.connect(*args, **kwargs)))
         return opened[-1]
 
-    monkeypatch.setattr(connections, "sqlite3", SimpleNamespace(**{**vars(sqlite3), "connect": connect}))
+    monkeypatch.setattr(storage_sqlite, "sqlite3", SimpleNamespace(**{**vars(sqlite3), "connect": connect}))
     conn = connections.connect(app.config)
     statements = [sql.split("=")[0].strip() for sql in opened[0].statements]
     conn.close()

@@ -29,7 +29,7 @@ def ids_newest_first(events):
     return [event["id"] for event in sorted(events, key=lambda event: event["timestamp"], reverse=True)]
 
 
-def test_answer_has_the_config_and_every_event_field_exactly(client, make_key):
+def test_answer_has_the_config_and_every_event_field_exactly(client, make_key, engine):
     key = make_key()
     create_config(client, key, "cfg_a", "gpt-4o-mini", "OpenAI", displayName="Support bot")
     prompt, completion = catalogue_prices()["gpt-4o-mini"]
@@ -52,7 +52,7 @@ def test_answer_has_the_config_and_every_event_field_exactly(client, make_key):
     response = details(client, key, "cfg_a")
     assert response.status_code == 200
     assert response.get_json() == {
-        "meta": {"dataSource": "usage-server-sqlite"},
+        "meta": {"dataSource": f"usage-server-{engine}"},
         "modelConfig": {"displayName": "Support bot", "id": "cfg_a", "modelId": "gpt-4o-mini", "provider": "OpenAI"},
         "recentUsage": [  # newest first, instants in UTC
             {"id": "sent", "timestamp": "2026-03-02T06:00:00.500Z", "completionTokens": 350,

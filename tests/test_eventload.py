@@ -3,13 +3,13 @@ it accepts exactly as the schema does."""
 import json
 from decimal import Decimal
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from usage_server.eventload import fast_events
+from usage_server.eventload import MAX_BATCH, fast_events
 from usage_server.ingest import NewEvent
-from usage_server.schemas import EventBatchSchema
+from usage_server.schemas import MAX_COST_USD, MAX_EXECUTION_SECONDS, MAX_TOKENS, EventBatchSchema
 
 VALID = {"id": "evt-1", "timestamp": "2026-03-18T10:00:00.5+05:30", "modelConfigId": "cfg_a",
          "promptTokens": 10, "completionTokens": 5}
@@ -50,7 +50,48 @@ def batches(draw):
     return document
 
 
+def one_event(**fields) -> dict:
+    """A batch of VALID with `fields` changed (None: the field left out)."""
+    event = {**VALID, **fields}
+    return {"events": [{name: value for name, value in event.items() if value is not None}]}
+
+
+# Every edge of every rule the fast path checks itself, tried on each run before the random
+# batches (which hit a given edge only by luck).
+NUMBERS = (0, 0.0, Decimal("0"), 1, 1.0, Decimal("1.5"), -1, -1.0, Decimal("-0.000001"), -(2**63) - 1, -(2**63),
+           2**63 - 1, 2**63, 2**64, True, False, "1", [1], {"n": 1}, Decimal("NaN"), Decimal("Infinity"),
+           float("nan"), float("inf"))
+EDGES = [
+    *[one_event(**{field: value}) for field in ("promptTokens", "completionTokens", "totalTokens")
+      for value in (*NUMBERS, MAX_TOKENS, MAX_TOKENS + 1, float(MAX_TOKENS), Decimal(MAX_TOKENS))],
+    *[one_event(cost=value) for value in (*NUMBERS, MAX_COST_USD, Decimal(MAX_COST_USD) + Decimal("0.000001"))],
+    *[one_event(executionTime=value) for value in (*NUMBERS, MAX_EXECUTION_SECONDS, MAX_EXECUTION_SECONDS + 1)],
+    {"events": [dict(VALID, cost=None)]}, {"events": [dict(VALID, executionTime=None)]},
+    {"events": [dict(VALID, promptTokens=None)]}, {"events": [dict(VALID, totalTokens=None)]},
+    *[one_event(billingSource=value) for value in ("platform", "user", "Platform", "", 1, True)],
+    *[one_event(id=value) for value in ("", "x" * 128, "x" * 129, "a:b.c-d_e", "a b", "é", 1)],
+    *[one_event(modelConfigId=value) for value in ("", "x" * 64, "x" * 65, "cfg.a-b_c", "cfg:a", "cfg a", 1)],
+    *[one_event(timestamp=value) for value in ("1970-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
+                                               "1970-01-01T00:30:00+01:00", "9999-12-31T23:59:59Z",
+                                               "9999-12-31T23:30:00-01:00", "2026-03-18", "2026-02-30T10:00:00Z",
+                                               "2026-03-18T10:00:00+24:00", 1773828000)],
+    *[{"events": [{name: value for name, value in VALID.items() if name != missing}]} for missing in VALID],
+    one_event(extra=1), {"events": []}, {"events": [VALID] * MAX_BATCH}, {"events": [VALID] * (MAX_BATCH + 1)},
+    {"events": [VALID], "more": 1}, {"events": VALID}, {"events": [1]}, {"events": None}, {},
+]
+
+
+def with_examples(documents):
+    """Hypothesis' @example for each document."""
+    def decorate(test):
+        for document in documents:
+            test = example(document)(test)
+        return test
+    return decorate
+
+
 @settings(max_examples=400, deadline=None)
+@with_examples(EDGES)
 @given(batches())
 def test_fast_path_agrees_with_the_schema(document):
     fast = fast_events(document)

@@ -110,13 +110,11 @@ def oracle_events(rng: random.Random, count: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory):
+def ingested(engine, new_database):
     """One database, 300 events ingested in batches (one re-sent), read by every oracle test."""
-    import usage_server.api as api
-
-    path = tmp_path_factory.mktemp("oracle") / "usage.sqlite"
-    key = prepare_database(path)["acme"]
-    app = create_app({"TESTING": True, "DATABASE": str(path)})
+    database = new_database(engine)
+    key = prepare_database(database)["acme"]
+    app = create_app({"TESTING": True, "DATABASE": database})
     client = app.test_client()
     configs = {}
     for config_id, (model_id, provider, name) in CONFIGS.items():
@@ -127,9 +125,7 @@ def ingested(tmp_path_factory):
         batch = events[first:first + 120]
         assert post_events(client, key, batch) == {"accepted": len(batch), "duplicates": 0, "conflicts": 0}
     assert post_events(client, key, events[:120]) == {"accepted": 0, "duplicates": 120, "conflicts": 0}
-    original, api.utc_now = api.utc_now, lambda: FROZEN_NOW
-    yield SimpleNamespace(client=client, key=key, configs=configs, events=events, prices=catalogue_prices())
-    api.utc_now = original
+    return SimpleNamespace(client=client, key=key, configs=configs, events=events, prices=catalogue_prices())
 
 
 QUERIES = [
@@ -152,7 +148,7 @@ QUERIES = [
 
 
 @pytest.mark.parametrize("query, start, end, granularity, zone, config_id", QUERIES, ids=[q[0] or "default" for q in QUERIES])
-def test_usage_read_back_matches_the_oracle(ingested, query, start, end, granularity, zone, config_id):
+def test_usage_read_back_matches_the_oracle(ingested, frozen_now, query, start, end, granularity, zone, config_id):
     body = usage(ingested.client, ingested.key, query)
     expected = expected_usage(ingested.events, ingested.configs, ingested.prices, start, end, granularity, zone, config_id)
     assert body["summary"] == expected["summary"]
@@ -536,8 +532,7 @@ def read_http_response(sock) -> tuple[str, dict, bytes]:
     return status, headers, body
 
 
-def test_a_real_server_answers_an_oversized_body_with_a_complete_413(tmp_path):
-    database = tmp_path / "usage.sqlite"
+def test_a_real_server_answers_an_oversized_body_with_a_complete_413(database, tmp_path):
     key = prepare_database(database)["acme"]
     body = padded_batch(2 * MIB + 100_000)
     head = (f"POST /v1/model-usage/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
@@ -546,25 +541,25 @@ def test_a_real_server_answers_an_oversized_body_with_a_complete_413(tmp_path):
     with gunicorn(database, tmp_path / "gunicorn.log", workers=1) as base:
         port = int(base.rsplit(":", 1)[1])
         # a client that sends the whole body before reading
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
             sock.sendall(head + body)
             status, headers, answer = read_http_response(sock)
         assert status.startswith("HTTP/1.1 413 ")
         assert headers["content-type"] == "application/json" and headers["connection"] == "close"
         assert json.loads(answer) == expected
         # a client that waits for an answer before sending the body gets it at once
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
             sock.sendall(head)
             status, headers, answer = read_http_response(sock)
         assert status.startswith("HTTP/1.1 413 ") and json.loads(answer) == expected
         # an ordinary HTTP client, with a Content-Length and chunked, and the single worker is free again afterwards
-        response = requests.post(f"{base}/v1/model-usage/events", data=body, headers=bearer(key), timeout=10)
+        response = requests.post(f"{base}/v1/model-usage/events", data=body, headers=bearer(key), timeout=120)
         assert (response.status_code, response.json()) == (413, expected)
         chunks = (body[start:start + 65536] for start in range(0, len(body), 65536))
-        response = requests.post(f"{base}/v1/model-usage/events", data=chunks, headers=bearer(key), timeout=10)
+        response = requests.post(f"{base}/v1/model-usage/events", data=chunks, headers=bearer(key), timeout=120)
         assert (response.request.headers.get("Transfer-Encoding"), response.status_code, response.json()) == \
             ("chunked", 413, expected)
-        assert requests.get(f"{base}/health", timeout=10).status_code == 200
+        assert requests.get(f"{base}/health", timeout=120).status_code == 200
 
 
 # --- what is stored ----------------------------------------------------------------------------

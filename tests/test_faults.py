@@ -1,10 +1,13 @@
 """The fault matrix: every way the database can fail, and what the server answers."""
+import math
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -15,8 +18,10 @@ from gunicorn_server import free_port, gunicorn, gunicorn_command, server_env
 from support import prepare_database
 from usage_server import create_app
 from usage_server.storage import DatabaseSetupError
+from usage_server.storage import sqlite as storage_sqlite
 
 USAGE = "/v1/model-usage?startDate=2026-03-01&endDate=2026-03-07"
+pytestmark = pytest.mark.sqlite_only  # faults of an SQLite file (PostgreSQL's: test_postgres_faults.py)
 NOT_A_DATABASE = b"owner,tokens\nacme,12\n"  # a user's file that happens to sit at the path
 
 
@@ -198,56 +203,103 @@ def test_file_removed_is_503_and_not_recreated_empty(app, client, loaded):
 # --- a runaway query ------------------------------------------------------------------------------------
 
 
-def fill_quarter_rollups(path, series=20, days=400):
-    """Many quarter-hour rollup rows: an hourly report in a +05:45 zone must read them all."""
+KATHMANDU = ZoneInfo("Asia/Kathmandu")  # +05:45: its local months are summed from quarter-hour rollup rows
+FIRST_YEAR = 2000
+SAMPLE_YEARS = 4  # the in-process test's data, and the sample the gunicorn test is sized from
+WORKER_TIMEOUT_S = 1  # gunicorn's --timeout in the test, its smallest value
+OUTLASTS = 5  # the unlimited report is sized to run this many worker timeouts here and now
+
+
+def runaway_url(years: int) -> str:
+    """A monthly report over `years` local years from FIRST_YEAR: it reads every quarter-hour row."""
+    return (f"/v1/model-usage?startDate={FIRST_YEAR}-01-01&endDate={FIRST_YEAR + years - 1}-12-31"
+            "&granularity=month&timezone=Asia/Kathmandu")
+
+
+def fill_quarter_rollups(path, first: int, years: int) -> None:
+    """One series' quarter-hour rows over the local years [first, first + years) after FIRST_YEAR."""
+    lo, hi = (int(datetime(FIRST_YEAR + year, 1, 1, tzinfo=KATHMANDU).timestamp()) for year in (first, first + years))
     conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")  # a scratch file: it need not survive a power cut
     conn.execute("BEGIN")
-    conn.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-        "INSERT INTO usage_series (owner_id, config_id, model_id, provider, model_name) "
-        "SELECT 1, 'cfg_' || i, 'model-' || i, 'Acme', 'model-' || i FROM n", (series,))
-    conn.execute(
-        "WITH RECURSIVE slot(s) AS (SELECT 1735689600 UNION ALL SELECT s + 900 FROM slot WHERE s < 1735689600 + ?) "
-        "INSERT INTO rollup_quarter SELECT 1, s, usage_series.id, 1, 0, 10, 0, 5, 0 FROM slot, usage_series",
-        (days * 86_400,))
+    conn.execute("INSERT OR IGNORE INTO usage_series (id, owner_id, config_id, model_id, provider, model_name) "
+                 "VALUES (1, 1, 'cfg_a', 'gpt-4o', 'OpenAI', 'GPT-4o')")
+    conn.execute("WITH RECURSIVE slot(s) AS (SELECT ? UNION ALL SELECT s + 900 FROM slot WHERE s + 900 < ?) "
+                 "INSERT INTO rollup_quarter SELECT 1, s, 1, 1, 0, 10, 0, 5, 0 FROM slot", (lo, hi))
     conn.execute("COMMIT")
     conn.close()
 
 
-RUNAWAY = "/v1/model-usage?startDate=2025-01-01&endDate=2026-01-31&granularity=hour&timezone=Asia/Kathmandu"
-
-
 @pytest.fixture
-def big_database(tmp_path):
-    path = tmp_path / "big.sqlite"
+def runaway_database(tmp_path):
+    """(path, key) of a database with SAMPLE_YEARS of quarter-hour rows; removed afterwards (it may grow large)."""
+    path = tmp_path / "runaway.sqlite"
     key = prepare_database(path)["acme"]
-    fill_quarter_rollups(path)
-    return path, key
+    fill_quarter_rollups(path, 0, SAMPLE_YEARS)
+    yield path, key
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        path.with_name(name).unlink(missing_ok=True)
 
 
-def test_runaway_query_is_cut_off_and_answered_503(big_database):
-    path, key = big_database
-    unlimited = create_app({"DATABASE": str(path), "QUERY_TIME_LIMIT_MS": 600_000}).test_client()
-    started = time.monotonic()
-    assert unlimited.get(RUNAWAY, headers=bearer(key)).status_code == 200
-    full_time = time.monotonic() - started
-    limited = create_app({"DATABASE": str(path), "QUERY_TIME_LIMIT_MS": 100}).test_client()
-    started = time.monotonic()
-    unavailable(limited.get(RUNAWAY, headers=bearer(key)), "the query ran past the server's time limit")
-    cut_time = time.monotonic() - started
-    assert cut_time < full_time / 2, (cut_time, full_time)
+class CountingClock:
+    """A clock that moves one second each time it is read.
+
+    Under it a deadline trips after a fixed number of progress checks, one per
+    PROGRESS_STEPS SQLite VM steps: a time limit becomes a count of work, the same on
+    any machine.
+    """
+
+    def __init__(self):
+        self.readings = 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        return float(self.readings)
+
+
+def test_runaway_query_is_cut_off_and_answered_503(runaway_database, monkeypatch):
+    path, key = runaway_database
+    clock = CountingClock()
+    monkeypatch.setattr(storage_sqlite, "clock", clock)
+    unlimited = create_app({"DATABASE": str(path), "QUERY_TIME_LIMIT_MS": 10**12}).test_client()
+    clock.readings = 0
+    assert unlimited.get(runaway_url(SAMPLE_YEARS), headers=bearer(key)).status_code == 200
+    full_checks = clock.readings - 1  # the first reading sets the request's deadline
+    limited = create_app({"DATABASE": str(path), "QUERY_TIME_LIMIT_MS": 5_000}).test_client()
+    clock.readings = 0
+    unavailable(limited.get(runaway_url(SAMPLE_YEARS), headers=bearer(key)), "the query ran past the server's time limit")
+    # deadline = first reading + 5 s: the 6th check is the first past it, and the statement stops there
+    assert clock.readings - 1 == 6
+    assert full_checks > 10 * 6, full_checks  # stopped before a tenth of the report's work
     assert limited.get("/health").status_code == 200
 
 
+def seconds_per_sample(path, key) -> float:
+    """The fastest of three unlimited in-process runs of the report over the sample years."""
+    client = create_app({"DATABASE": str(path), "QUERY_TIME_LIMIT_MS": 10**12}).test_client()
+    runs = []
+    for _ in range(3):
+        started = time.monotonic()
+        assert client.get(runaway_url(SAMPLE_YEARS), headers=bearer(key)).status_code == 200
+        runs.append(time.monotonic() - started)
+    return min(runs)
+
+
 @pytest.mark.slow
-def test_runaway_query_is_answered_before_gunicorns_worker_timeout(big_database, tmp_path):
-    path, key = big_database
+def test_runaway_query_is_answered_before_gunicorns_worker_timeout(runaway_database, tmp_path):
+    """Unlimited, the report would run OUTLASTS worker timeouts: its work grows with the years
+    it reads, and the years come from the fastest of three sample runs on this machine, now
+    (a busy moment only adds years). The 200 ms limit answers it with a 503, and gunicorn
+    never has to kill the worker."""
+    path, key = runaway_database
+    years = max(SAMPLE_YEARS, math.ceil(SAMPLE_YEARS * OUTLASTS * WORKER_TIMEOUT_S / seconds_per_sample(path, key)))
+    fill_quarter_rollups(path, SAMPLE_YEARS, years - SAMPLE_YEARS)
     log = tmp_path / "gunicorn.log"
-    with gunicorn(path, log, workers=1, timeout=1, QUERY_TIME_LIMIT_MS=200) as base:
-        response = requests.get(base + RUNAWAY, headers=bearer(key), timeout=30)
+    with gunicorn(path, log, workers=1, timeout=WORKER_TIMEOUT_S, QUERY_TIME_LIMIT_MS=200) as base:
+        response = requests.get(base + runaway_url(years), headers=bearer(key), timeout=120)
         assert response.status_code == 503
         assert response.json() == {"error": "the query ran past the server's time limit", "code": "service_unavailable"}
-        assert requests.get(f"{base}/health", timeout=30).status_code == 200
+        assert requests.get(f"{base}/health", timeout=120).status_code == 200
     assert "WORKER TIMEOUT" not in log.read_text()
 
 
@@ -263,6 +315,8 @@ def test_health_reports_sqlite_and_the_pragmas_in_effect(client):
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "ok",
+        "engine": "sqlite",
+        "version": sqlite3.sqlite_version,
         "sqliteVersion": sqlite3.sqlite_version,
         "pragmas": {"journal_mode": "wal", "synchronous": "FULL", "busy_timeout": 200, "foreign_keys": 1},
     }

@@ -5,22 +5,20 @@ their rows equal both a rebuild from the events and a plain-Python aggregate, wh
 the offsets were registered before the data, after it, or by several processes at once.
 """
 import multiprocessing
-import sqlite3
-from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
 from conftest import create_config, post_events
+from oracle import LOCAL_TABLES, local_rollups
 from seed.generator import seed_owner
+from stored import EVENT_ROWS, offsets, rows, run
+from stored import local_rollups as stored_local_rollups
 from usage_server import create_app
 from usage_server.storage import connect
 
 FORK = multiprocessing.get_context("fork")
-TABLES = ("rollup_local_day", "rollup_local_week", "rollup_local_hour")
-NONE_STORED = ([], dict.fromkeys(TABLES, []))
-LOCAL_COLUMNS = ("owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
-                     "platform_cost, user_cost")
+NONE_STORED = ([], dict.fromkeys(LOCAL_TABLES, []))
 # Kolkata +5:30; Kathmandu +5:30 until 1986, then +5:45; Chatham +12:45 and +13:45; Los Angeles -8 and -7
 FAST = "Asia/Kolkata,Asia/Kathmandu,Pacific/Chatham,America/Los_Angeles"
 FAST_OFFSETS = [-28_800, -25_200, 19_800, 20_700, 45_900, 49_500]
@@ -32,37 +30,12 @@ def start(database: str, fast: str = "", **config):
 
 
 def stored(database: str) -> tuple[list[int], dict[str, list[tuple]]]:
-    conn = sqlite3.connect(database)
-    offsets = [row[0] for row in conn.execute("SELECT utc_offset FROM rollup_offset ORDER BY 1")]
-    rows = {table: conn.execute(f"SELECT {LOCAL_COLUMNS} FROM {table} ORDER BY 1, 2, 3, 4").fetchall()
-            for table in TABLES}
-    conn.close()
-    return offsets, rows
+    return offsets(database), stored_local_rollups(database)
 
 
 def python_local(database: str, offsets: list[int]) -> dict[str, list[tuple]]:
-    """The events summed per local calendar day, week (from Monday) and hour at each offset, with
-    datetime; local hours only at offsets that are not whole hours."""
-    sums = {table: defaultdict(lambda: [0] * 6) for table in TABLES}
-    conn = sqlite3.connect(database)
-    rows = conn.execute("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source "
-                        "FROM usage_event").fetchall()
-    conn.close()
-    for offset in offsets:
-        zone = timezone(timedelta(seconds=offset))
-        for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
-            midnight = datetime.fromtimestamp(ts_us // 10**6, zone).replace(hour=0, minute=0, second=0)
-            monday = midnight - timedelta(days=midnight.weekday())
-            starts = [("rollup_local_day", midnight), ("rollup_local_week", monday)]
-            if offset % 3_600:
-                starts.append(("rollup_local_hour", datetime.fromtimestamp(ts_us // 10**6, zone).replace(minute=0, second=0)))
-            for table, start in starts:
-                entry = sums[table][(owner_id, offset, int(start.timestamp()), series_id)]
-                entry[0] += 1
-                entry[1] += 1 - priced
-                entry[2 if source == "platform" else 3] += tokens
-                entry[4 if source == "platform" else 5] += cost
-    return {table: sorted(key + tuple(values) for key, values in table_sums.items()) for table, table_sums in sums.items()}
+    """The stored events summed per local day, week and hour at each offset, with datetime."""
+    return local_rollups(rows(database, EVENT_ROWS), offsets)
 
 
 def rebuilt(app) -> dict[str, list[tuple]]:
@@ -72,9 +45,8 @@ def rebuilt(app) -> dict[str, list[tuple]]:
 
 
 @pytest.fixture
-def seeded(tmp_path) -> str:
-    """A database with usage of two owners and no local days."""
-    database = str(tmp_path / "usage.sqlite")
+def seeded(database) -> str:
+    """A database of the test's engine with usage of two owners and no local days."""
     conn = connect(start(database).config)
     assert seed_owner(conn, "demo", events=4_000, days=120, seed=3, end=END) == 4_000
     assert seed_owner(conn, "other", events=600, days=400, seed=4, end=END) == 600
@@ -94,13 +66,11 @@ def test_registering_zones_after_the_data_builds_what_a_rebuild_builds(seeded):
     assert stored(seeded) == (offsets, built)
 
 
+@pytest.mark.sqlite_only  # PostgreSQL support came with schema versions: no PostgreSQL database predates them
 def test_a_database_from_before_local_hours_gets_them_at_start(seeded):
     start(seeded, FAST)
-    conn = sqlite3.connect(seeded)
-    conn.execute("DROP TABLE rollup_local_hour")  # as the schema was, with the offsets registered
-    conn.execute("DROP TABLE schema_version")  # and before versions were recorded
-    conn.commit()
-    conn.close()
+    # as the schema was, with the offsets registered, and before versions were recorded
+    run(seeded, "DROP TABLE rollup_local_hour", "DROP TABLE schema_version")
     start(seeded, FAST)
     offsets, rows = stored(seeded)
     assert offsets == FAST_OFFSETS
@@ -147,8 +117,7 @@ def test_workers_starting_at_once_register_each_offset_once(seeded):
     assert rows == python_local(seeded, offsets)
 
 
-def test_the_setting_comes_from_the_environment_and_refuses_unknown_names(tmp_path, monkeypatch):
-    database = str(tmp_path / "usage.sqlite")
+def test_the_setting_comes_from_the_environment_and_refuses_unknown_names(database, monkeypatch):
     monkeypatch.setenv("USAGE_SERVER_FAST_TIMEZONES", " Asia/Kolkata, Pacific/Chatham ,")
     app = create_app({"TESTING": True, "DATABASE": database})
     assert app.config["FAST_TIMEZONES"] == ("Asia/Kolkata", "Pacific/Chatham")

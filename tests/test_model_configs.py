@@ -104,17 +104,21 @@ def test_the_reference_clients_own_create_body_works(client, make_key):
     key = make_key()
     settings = {"temperature": 0.7, "maxTokens": 1024, "stop": ["\n\n"], "json": True, "tools": None,
                 "nested": {"topP": 0.95, "penalties": [0.1, -0.5, 2]}}
+    before = datetime.now(timezone.utc).replace(microsecond=0)
     response = post_config(client, key, {"modelId": "claude-sonnet-4-5", "provider": "Anthropic",
                                          "providerKeyId": "pk_123", "settings": settings})
+    after = datetime.now(timezone.utc)
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
     name = CATALOGUE["claude-sonnet-4-5"]["displayName"]
+    created = body["createdAt"]
     assert body == {
         "id": body["id"], "displayName": name, "modelId": "claude-sonnet-4-5", "provider": "Anthropic",
         "modelName": name, "isDefault": False, "isEnabled": True, "settings": settings,
-        "createdAt": body["createdAt"], "updatedAt": body["updatedAt"], "providerKeyId": "pk_123",
+        "createdAt": created, "updatedAt": created, "providerKeyId": "pk_123",
     }
-    assert body["id"].startswith("cfg_")
+    assert re.fullmatch(r"cfg_[A-Za-z0-9_.-]{8,60}", body["id"])
+    assert INSTANT.match(created) and before <= datetime.fromisoformat(created) <= after
     assert configs_of(client, key)["data"] == [body]
 
 

@@ -1,7 +1,7 @@
 """GET /v1/model-usage against the oracle: every period, granularity, range rule and 400.
 
-One database for the module (built once, read by every test): two owners sharing config
-ids, events placed around four pinned instants and exactly on the edges of every range.
+One database for the module per engine (built once, read by every test): two owners
+sharing config ids, events placed around four pinned instants and exactly on the edges of every range.
 """
 import json
 from datetime import date, datetime, timedelta, timezone
@@ -167,10 +167,9 @@ EVENTS = build_events()
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """The module's app and data: keys and created configs of both owners."""
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("usage") / "usage.sqlite"),
-                      "BUSY_TIMEOUT_MS": 200})
+def world(engine, new_database):
+    """The module's app and data (keys and created configs of both owners), on each engine."""
+    app = create_app({"TESTING": True, "DATABASE": new_database(engine), "BUSY_TIMEOUT_MS": 200})
     client = app.test_client()
     keys, configs = {}, {}
     conn = connect(app.config)

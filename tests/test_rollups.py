@@ -2,31 +2,29 @@
 `usage-server rebuild-rollups` and a plain-Python aggregate of the stored events."""
 import multiprocessing
 import random
-import sqlite3
 import threading
-from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from conftest import bearer, create_config, post_events
+from oracle import local_rollups, summed_rows
 from seed.generator import seed_owner
+from stored import EVENT_ROWS, TOTALS, offsets, rows
+from stored import local_rollups as stored_local_rollups
 from usage_server import create_app
 from usage_server.storage import connect
 from usage_server.queries import ROLLUP_TABLES
 
-COLUMNS = "owner_id, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost"
 WEEK = 7 * 86_400
 FORK = multiprocessing.get_context("fork")
 CONFIGS = (("cfg_priced", "gpt-4o", "OpenAI"), ("cfg_unlisted", "house-model", "Acme"), ("cfg_mini", "gpt-4o-mini", "OpenAI"))
 FAST = "America/Los_Angeles,Asia/Kathmandu"  # local days at -8:00, -7:00, +5:30 and +5:45 too, local hours at the last two
-LOCAL_TABLES = ("rollup_local_day", "rollup_local_week", "rollup_local_hour")
 
 
 @pytest.fixture
-def app(tmp_path):
-    return create_app({"TESTING": True, "DATABASE": str(tmp_path / "usage.sqlite"), "BUSY_TIMEOUT_MS": 200,
-                       "FAST_TIMEZONES": FAST})
+def app(database):
+    return create_app({"TESTING": True, "DATABASE": database, "BUSY_TIMEOUT_MS": 200, "FAST_TIMEZONES": FAST})
 
 
 def slot_start(seconds: int, grain: int) -> int:
@@ -37,50 +35,10 @@ def slot_start(seconds: int, grain: int) -> int:
     return seconds - seconds % grain
 
 
-def python_rollup(conn: sqlite3.Connection, grain: int) -> list[tuple]:
-    sums = defaultdict(lambda: [0] * 6)
-    rows = conn.execute("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source FROM usage_event")
-    for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
-        entry = sums[(owner_id, slot_start(ts_us // 1_000_000, grain), series_id)]
-        entry[0] += 1
-        entry[1] += 1 - priced
-        entry[2 if source == "platform" else 3] += tokens
-        entry[4 if source == "platform" else 5] += cost
-    return sorted(key + tuple(values) for key, values in sums.items())
-
-
-def python_local(conn: sqlite3.Connection, days: int) -> list[tuple]:
-    """Per registered offset, the events summed per calendar day (1) or week (7) at that offset,
-    or (0) per local hour at the offsets that are not whole hours."""
-    offsets = [row[0] for row in conn.execute("SELECT utc_offset FROM rollup_offset")]
-    assert sorted(offsets) == [-28_800, -25_200, 19_800, 20_700]
-    sums = defaultdict(lambda: [0] * 6)
-    rows = conn.execute("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source FROM usage_event")
-    for owner_id, ts_us, series_id, tokens, cost, priced, source in rows:
-        for offset in offsets if days else [offset for offset in offsets if offset % 3_600]:
-            local = datetime.fromtimestamp(ts_us // 1_000_000, timezone(timedelta(seconds=offset)))
-            if days:
-                start = local.replace(hour=0, minute=0, second=0) - timedelta(days=local.weekday() if days == 7 else 0)
-            else:
-                start = local.replace(minute=0, second=0)
-            entry = sums[(owner_id, offset, int(start.timestamp()), series_id)]
-            entry[0] += 1
-            entry[1] += 1 - priced
-            entry[2 if source == "platform" else 3] += tokens
-            entry[4 if source == "platform" else 5] += cost
-    return sorted(key + tuple(values) for key, values in sums.items())
-
-
 def stored_rollups(database: str) -> dict[str, list[tuple]]:
-    conn = sqlite3.connect(database)
-    tables = {table: conn.execute(f"SELECT {COLUMNS} FROM {table} ORDER BY 1, 2, 3").fetchall()
+    tables = {table: rows(database, f"SELECT owner_id, slot_start, series_id, {TOTALS} FROM {table}")
               for table in ROLLUP_TABLES.values()}
-    for table in LOCAL_TABLES:
-        tables[table] = conn.execute(
-            "SELECT owner_id, utc_offset, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, "
-            f"platform_cost, user_cost FROM {table} ORDER BY 1, 2, 3, 4").fetchall()
-    conn.close()
-    return tables
+    return tables | stored_local_rollups(database)
 
 
 def copies(table: str) -> int:
@@ -93,10 +51,11 @@ def assert_rollups_are_the_events(app, runner) -> dict[str, list[tuple]]:
     """Incremental == Python aggregate of the events == rebuilt; returns the tables."""
     database = app.config["DATABASE"]
     incremental = stored_rollups(database)
-    conn = sqlite3.connect(database)
-    expected = {table: python_rollup(conn, grain) for grain, table in ROLLUP_TABLES.items()}
-    expected.update(zip(LOCAL_TABLES, (python_local(conn, 1), python_local(conn, 7), python_local(conn, 0))))
-    conn.close()
+    events = rows(database, EVENT_ROWS)
+    expected = {table: summed_rows(events, lambda ts_us, grain=grain: [(slot_start(ts_us // 1_000_000, grain),)])
+                for grain, table in ROLLUP_TABLES.items()}
+    assert offsets(database) == [-28_800, -25_200, 19_800, 20_700]
+    expected |= local_rollups(events, offsets(database))
     assert incremental == expected
     assert all(expected.values())  # something was stored in every table
     result = runner.invoke(args=["rebuild-rollups"])
@@ -145,11 +104,9 @@ def test_after_api_ingestion_with_duplicates_and_conflicts(app, client, runner, 
     post_events(client, other, [dict(item, modelConfigId="cfg_priced") for item in first[:50]])
 
     tables = assert_rollups_are_the_events(app, runner)
-    conn = sqlite3.connect(app.config["DATABASE"])
-    assert conn.execute("SELECT COUNT(*) FROM usage_event").fetchone()[0] == len(first) + 30 + 50
-    conn.close()
-    for table, rows in tables.items():  # every table counts every stored event once (per offset)
-        assert sum(row[-6] for row in rows) == (len(first) + 30 + 50) * copies(table), table
+    assert rows(app.config["DATABASE"], "SELECT COUNT(*) FROM usage_event") == [(len(first) + 30 + 50,)]
+    for table, table_rows in tables.items():  # every table counts every stored event once (per offset)
+        assert sum(row[-6] for row in table_rows) == (len(first) + 30 + 50) * copies(table), table
 
 
 def test_after_seeding(app, runner):
@@ -206,5 +163,5 @@ def test_after_concurrent_ingestion(app, runner, writer, kind):
         assert [worker.exitcode for worker in workers] == [0] * writers
     tables = assert_rollups_are_the_events(app, runner)
     stored = writers * batches * 40 + batches * 10  # shared ids are stored once
-    for table, rows in tables.items():
-        assert sum(row[-6] for row in rows) == stored * copies(table), table
+    for table, table_rows in tables.items():
+        assert sum(row[-6] for row in table_rows) == stored * copies(table), table

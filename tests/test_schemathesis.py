@@ -1,16 +1,14 @@
 """Schemathesis against the app in process: every operation of /openapi.json, all default checks.
 
-The app runs on its own database holding a read+write key (given to schemathesis as the
-spec's bearer scheme, so it also tries requests without it) and a few model
-configurations, so that generated writes can succeed. The spec states every rule it can;
-`fit_positive` teaches the generator the few it can only state in words (configurations
-must exist, startDate before endDate, the bucket limit, month lengths, the span of
-instants once an offset is applied), and only for the cases meant to be valid: invalid
-ones reach the server exactly as generated.
+The app runs on a database of its own, once per engine, holding a read+write key (given
+to schemathesis as the spec's bearer scheme, so it also tries requests without it) and a
+few model configurations, so that generated writes can succeed. The spec states every
+rule it can; `fit_positive` teaches the generator the few it can only state in words
+(configurations must exist, startDate before endDate, the bucket limit, month lengths,
+the span of instants once an offset is applied, no NUL character in any text), and only
+for the cases meant to be valid: invalid ones reach the server exactly as generated.
 """
-import os
-import shutil
-import tempfile
+import secrets
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -21,7 +19,7 @@ from schemathesis.generation import GenerationMode
 
 from conftest import create_config
 from usage_server import create_app
-from usage_server.auth import create_key
+from usage_server.auth import create_key, hash_key
 from usage_server.storage import connect, write_transaction
 from usage_server.schemas import LAST_DATE, MAX_INSTANT, MIN_INSTANT
 
@@ -30,24 +28,27 @@ MAX_EXAMPLES = 100  # per operation, after the coverage phase's own cases
 CASES_RUN = []
 
 
-def owner_with_configs():
-    """An app on its own temporary database with a read+write key and a few configurations.
-
-    Made when the module is collected, since the schema is read then; removed at the end.
-    """
-    workdir = tempfile.mkdtemp(prefix="usage-schemathesis-")
-    app = create_app({"TESTING": True, "DATABASE": os.path.join(workdir, "usage.sqlite"), "BUSY_TIMEOUT_MS": 200})
-    conn = connect(app.config)
-    with write_transaction(conn):
-        _, key = create_key(conn, "acme", ["read", "write"])
-    conn.close()
-    client = app.test_client()
-    for config_id in CONFIG_IDS:
-        create_config(client, key, config_id)
-    return workdir, app, key
+KEY_ID = secrets.token_hex(6)
+KEY = f"usk_{KEY_ID}_{secrets.token_urlsafe(30)}"  # the key of each engine's database
+SET_KEY = """
+UPDATE api_key
+SET id = :id, key_hash = :key_hash
+WHERE id = :made
+"""
 
 
-WORKDIR, APP, KEY = owner_with_configs()
+class Served:
+    """The app schemathesis calls: the `served` fixture's, on a database of the engine under
+    test. The schema is read when the module is collected, before any database: from an
+    app that opens none to serve it."""
+
+    app = create_app({"TESTING": True, "DATABASE": ":memory:"}, prepare_database=False)
+
+    def __call__(self, environ, start_response):
+        return self.app(environ, start_response)
+
+
+SERVED = Served()
 CONFIG = SchemathesisConfig.from_dict({
     "seed": 20260318,
     "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True},
@@ -57,17 +58,29 @@ CONFIG = SchemathesisConfig.from_dict({
     "operations": [{"include-path": "/v1/model-usage/events", "include-method": "POST",
                     "checks": {"allow_header_conformance": {"enabled": False}}}],
 })
-schema = schemathesis.openapi.from_wsgi("/openapi.json", APP, config=CONFIG)
+schema = schemathesis.openapi.from_wsgi("/openapi.json", SERVED, config=CONFIG)
 
 
 @pytest.fixture(scope="module")
-def report_and_clean_up(request):
-    """Named by the test (schemathesis's tests do not take autouse fixtures)."""
+def served(engine, new_database, request):
+    """A new database of the engine with KEY (read+write) and a few configurations, served
+    while the module's tests of that engine run; reports what they ran (schemathesis's
+    tests do not take autouse fixtures, so the test names this one)."""
+    app = create_app({"TESTING": True, "DATABASE": new_database(engine), "BUSY_TIMEOUT_MS": 200})
+    conn = connect(app.config)
+    with write_transaction(conn):
+        made, _ = create_key(conn, "acme", ["read", "write"])
+        conn.execute(SET_KEY, {"id": KEY_ID, "key_hash": hash_key(KEY), "made": made})
+    conn.close()
+    for config_id in CONFIG_IDS:
+        create_config(app.test_client(), KEY, config_id)
+    SERVED.app, cases_before = app, len(CASES_RUN)
     yield
-    shutil.rmtree(WORKDIR, ignore_errors=True)
+    SERVED.app = Served.app
+    run = CASES_RUN[cases_before:]
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        print(f"\nschemathesis: {len(CASES_RUN)} cases over {len(set(CASES_RUN))} operations")
+        print(f"\nschemathesis ({engine}): {len(run)} cases over {len(set(run))} operations")
 
 
 def valid_day(text: str) -> str:
@@ -88,9 +101,22 @@ def valid_instant(text: str) -> str:
     return text if MIN_INSTANT <= instant <= MAX_INSTANT else "2000" + text[4:]
 
 
+def without_nul(value):
+    """The value with each NUL in its texts and keys replaced (PostgreSQL cannot store NUL,
+    so the server refuses it in any text)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\x01")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
+
+
 def fit_positive(case) -> None:
     if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
         return
+    case.body = without_nul(case.body)
     query = case.query if isinstance(case.query, dict) else None
     if case.operation.path == "/v1/model-usage" and query:
         days = sorted(date.fromisoformat(valid_day(query[name])) for name in ("startDate", "endDate") if name in query)
@@ -111,7 +137,7 @@ def fit_positive(case) -> None:
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
-def test_api(case, report_and_clean_up):
+def test_api(case, served):
     fit_positive(case)
     CASES_RUN.append(case.operation.label)
     case.call_and_validate()

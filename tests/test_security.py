@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from conftest import assert_error, bearer, create_config, post_events
-from usage_server import auth, reports
+from usage_server import auth, create_app, reports
 from usage_server.auth import KEY_PATTERN
+from usage_server.storage import connect
+from usage_server.storage.connections import engine_of
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT = {"id": "e1", "timestamp": "2026-03-18T10:00:00Z", "modelConfigId": "cfg_a", "promptTokens": 10,
@@ -135,20 +138,64 @@ def test_the_raw_key_is_never_stored_only_its_hash(app, runner):
     assert len(secret) == 40
     listed = runner.invoke(args=["list-keys"])
     assert listed.exit_code == 0 and secret not in listed.output
-    conn = sqlite3.connect(app.config["DATABASE"])
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    conn = connect(app.config)
+    tables = engine_of(conn).table_names(conn)
     values = [str(value) for table in tables for row in conn.execute(f'SELECT * FROM "{table}"') for value in row]
     conn.close()
     assert auth.hash_key(key) in values
     assert not any(secret in value for value in values)
-    for path in Path(app.config["DATABASE"]).parent.glob("usage.sqlite*"):  # the file, its WAL and journal
+
+
+@pytest.mark.sqlite_only
+def test_the_raw_key_is_in_no_byte_of_the_database_files(app, runner):
+    key = runner.invoke(args=["create-key", "acme"]).output.strip().splitlines()[-1]
+    secret = key[len("usk_") + 12 + 1:]
+    conn = connect(app.config)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    files = list(Path(app.config["DATABASE"]).parent.glob("usage.sqlite*"))  # the file, its WAL and journal
+    assert files
+    for path in files:
         assert secret.encode() not in path.read_bytes(), path
+
+
+SCHEMA_FILES = """
+SELECT pg_relation_filepath(c.oid)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND pg_relation_filepath(c.oid) IS NOT NULL
+"""
+WAL_FILE = "SELECT pg_walfile_name(pg_current_wal_insert_lsn()), pg_current_wal_insert_lsn()"
+
+
+def test_the_raw_key_is_in_no_byte_of_the_postgresql_servers_files(postgres):
+    """PostgreSQL's counterpart: the write-ahead log written meanwhile, the files of the
+    schema's tables and indexes, and the server's log."""
+    if postgres.folder is None:
+        pytest.skip("the server of USAGE_SERVER_TEST_POSTGRES: its files are not on this machine")
+    database = postgres.new_schema()
+    with psycopg.connect(database, autocommit=True) as conn:
+        first_wal, _ = conn.execute(WAL_FILE).fetchone()
+        result = create_app({"TESTING": True, "DATABASE": database}).test_cli_runner().invoke(args=["create-key", "acme"])
+        assert result.exit_code == 0, result.output
+        last_wal, written = conn.execute(WAL_FILE).fetchone()
+        conn.execute("SET synchronous_commit = on")  # the test cluster's is off: its log reaches the files later
+        conn.execute("CREATE TEMP TABLE wal_written ()")  # a commit that logs, so it waits for the log to be written
+        assert conn.execute("SELECT pg_current_wal_flush_lsn() >= %s", (written,)).fetchone()[0]
+        wal = [path.read_bytes() for path in sorted((postgres.data / "pg_wal").iterdir())  # before a checkpoint recycles it
+               if first_wal <= path.name <= last_wal]
+        postgres.admin("CHECKPOINT")  # every page written to its file
+        tables = [(postgres.data / path).read_bytes() for path, in conn.execute(SCHEMA_FILES)]
+    key = result.output.strip().splitlines()[-1]
+    secret, hashed = key[len("usk_") + 12 + 1:].encode(), auth.hash_key(key).encode()
+    assert any(hashed in data for data in wal) and any(hashed in data for data in tables)  # the key's row was read
+    for data in [*wal, *tables, (postgres.folder / "server.log").read_bytes()]:
+        assert secret not in data
 
 
 @pytest.mark.parametrize("environment", [{"FLASK_DEBUG": "1"}, {"USAGE_SERVER_DEBUG": "true"},
                                          {"USAGE_SERVER_PROPAGATE_EXCEPTIONS": "true"}])
-def test_the_production_entry_point_never_runs_in_debug_mode(tmp_path, environment):
+def test_the_production_entry_point_never_runs_in_debug_mode(database, environment):
     """gunicorn serves wsgi:app; whatever the environment, it answers failures as JSON."""
     program = (
         "import wsgi\n"
@@ -162,7 +209,7 @@ def test_the_production_entry_point_never_runs_in_debug_mode(tmp_path, environme
         "response = wsgi.app.test_client().get('/v1/model-usage', headers={'Authorization': 'Bearer ' + key})\n"
         "print(wsgi.app.debug, wsgi.app.config['PROPAGATE_EXCEPTIONS'], response.status_code, response.get_data(as_text=True))\n"
     )
-    env = {**os.environ, **environment, "USAGE_SERVER_DATABASE": str(tmp_path / "usage.sqlite")}
+    env = {**os.environ, **environment, "USAGE_SERVER_DATABASE": database}
     result = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     debug, propagate, status, body = result.stdout.strip().split(" ", 3)
@@ -170,48 +217,55 @@ def test_the_production_entry_point_never_runs_in_debug_mode(tmp_path, environme
     assert json.loads(body) == {"error": "the server failed to answer this request", "code": "internal_error"}
 
 
-FAILURES = [
-    RuntimeError('SELECT secret FROM api_key WHERE path = "/srv/usage/instance/usage.sqlite"'),
-    sqlite3.OperationalError("no such table: usage_event (/srv/usage/instance/usage.sqlite)"),
-    sqlite3.DatabaseError("file is not a database: /srv/usage/instance/usage.sqlite"),
-    sqlite3.IntegrityError("UNIQUE constraint failed: model_config.owner_id, model_config.id"),
-    KeyError("display_name"),
-    RecursionError("maximum recursion depth exceeded"),
+FAILURES = [  # (what is raised, the status it is answered with): the database's own troubles are 503
+    (RuntimeError('SELECT secret FROM api_key WHERE path = "/srv/usage/instance/usage.sqlite"'), 500),
+    (sqlite3.OperationalError("no such table: usage_event (/srv/usage/instance/usage.sqlite)"), 503),
+    (sqlite3.DatabaseError("file is not a database: /srv/usage/instance/usage.sqlite"), 503),
+    (sqlite3.IntegrityError("UNIQUE constraint failed: model_config.owner_id, model_config.id"), 500),
+    (psycopg.OperationalError('connection to server at "db.internal" failed: postgresql://usage:s3cret@db.internal/usage'),
+     503),
+    (psycopg.errors.UndefinedTable('relation "usage_event" does not exist'), 503),
+    (psycopg.errors.UniqueViolation('duplicate key value violates unique constraint "model_config_pkey"'), 500),
+    (KeyError("display_name"), 500),
+    (RecursionError("maximum recursion depth exceeded"), 500),
 ]
+CODES = {500: "internal_error", 503: "service_unavailable"}
 
 
-@pytest.mark.parametrize("failure", FAILURES, ids=lambda failure: type(failure).__name__)
-def test_no_error_body_shows_a_traceback_sql_or_a_path(client, make_key, monkeypatch, failure):
+@pytest.mark.parametrize("failure, status", FAILURES,
+                         ids=[f"{type(failure).__module__.split('.')[0]}.{type(failure).__name__}" for failure, _ in FAILURES])
+def test_no_error_body_shows_a_traceback_sql_or_a_path(client, make_key, monkeypatch, failure, status):
     def fail(*args, **kwargs):
         raise failure
 
     key = make_key("acme")
     monkeypatch.setattr(reports, "model_usage", fail)
     response = client.get("/v1/model-usage", headers=bearer(key))
-    body = assert_error(response, response.status_code)
-    assert response.status_code in (500, 503)
+    body = assert_error(response, status, CODES[status])
     assert set(body) == {"error", "code"}
     text = response.get_data(as_text=True)
     for leak in ("Traceback", "SELECT", "api_key", "usage_event", "model_config", "/srv/", "sqlite3", "display_name",
-                 "recursion", 'File "'):
+                 "recursion", 'File "', "psycopg", "postgresql://", "s3cret", "db.internal", "constraint"):
         assert leak not in text, (leak, text)
     assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_errors_for_hostile_input_show_no_internals(client, make_key):
     key = make_key("acme")
-    hostile = [
-        ("POST", "/v1/model-usage/events", b'{"events": [' * 100_000),
-        ("POST", "/v1/model-usage/events", b"\xff\xfe not utf-8"),
-        ("POST", "/v1/model-configs", json.dumps({"modelId": "x", "provider": "y", "settings": {"a": 1e400}}).encode()),
-        ("GET", "/v1/model-usage?startDate=2024-01-01%27%3B%20DROP%20TABLE%20usage_event%3B--", None),
-        ("GET", "/v1/model-usage/..%2F..%2Fetc%2Fpasswd", None),
-        ("GET", "/v1/model-usage?timezone=..%2F..%2F..%2Fetc%2Fpasswd", None),
+    hostile = [  # (method, url, body, the detail that names the problem: path and code)
+        ("POST", "/v1/model-usage/events", b'{"events": [' * 100_000, ("", "INVALID_JSON")),
+        ("POST", "/v1/model-usage/events", b"\xff\xfe not utf-8", ("", "INVALID_JSON")),
+        ("POST", "/v1/model-configs", json.dumps({"modelId": "x", "provider": "y", "settings": {"a": 1e400}}).encode(),
+         ("", "INVALID_JSON")),  # json.dumps writes the overflow as Infinity
+        ("GET", "/v1/model-usage?startDate=2024-01-01%27%3B%20DROP%20TABLE%20usage_event%3B--", None,
+         ("startDate", "INVALID_DATE")),
+        ("GET", "/v1/model-usage/..%2F..%2Fetc%2Fpasswd", None, ("modelConfigId", "INVALID_ID")),
+        ("GET", "/v1/model-usage?timezone=..%2F..%2F..%2Fetc%2Fpasswd", None, ("timezone", "UNKNOWN_TIMEZONE")),
     ]
-    for method, url, data in hostile:
+    for method, url, data, (path, code) in hostile:
         response = client.open(url, method=method, data=data, headers={**bearer(key), "Content-Type": "application/json"})
-        assert 400 <= response.status_code < 500, (url, response.status_code)
-        assert_error(response, response.status_code)
+        body = assert_error(response, 400, "invalid_request", path)
+        assert code in [item["code"] for item in body["details"] if item["path"] == path], (url, body)
         text = response.get_data(as_text=True)
         for leak in ("Traceback", "sqlite", 'File "', "SELECT"):
             assert leak not in text, (url, text)

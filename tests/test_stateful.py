@@ -2,21 +2,22 @@
 
 The model is plain Python: configs as created, events as first stored (by owner and
 event id), and the oracle for usage reports. Any lost, doubled or leaked event, any
-half-stored bad batch, shows up as a difference.
+half-stored bad batch, shows up as a difference. Each sequence starts empty as owners of
+its own, on one database per engine: what other owners store is invisible to it.
 """
-import tempfile
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
 from conftest import assert_error, bearer
 from oracle import event_cost_micros, expected_body
-from support import catalogue_names, catalogue_prices, prepare_database
+from support import catalogue_names, catalogue_prices
 from usage_server import create_app
+from usage_server.auth import create_key
+from usage_server.storage import connect, write_transaction
 
 OWNERS = ("acme", "globex", "initech")
 CONFIG_IDS = ("cfg_a", "cfg_b", "cfg_c", "cfg.d")
@@ -151,19 +152,20 @@ class Owner:
 
 
 class UsageMachine(RuleBasedStateMachine):
-    def __init__(self):
+    def __init__(self, app, engine: str):
+        """One sequence on `app`'s database (of `engine`), as new owners."""
         super().__init__()
-        self.folder = tempfile.TemporaryDirectory()
-        path = Path(self.folder.name) / "usage.sqlite"
-        keys = prepare_database(path, OWNERS)
-        self.client = create_app({"TESTING": True, "DATABASE": str(path), "BUSY_TIMEOUT_MS": 200,
-                                  "FAST_TIMEZONES": FAST_TIMEZONES}).test_client()
-        self.owners = {name: Owner(key) for name, key in keys.items()}
         STATS["sequences"] += 1
+        conn = connect(app.config)
+        with write_transaction(conn):
+            keys = {name: create_key(conn, f"{name}#{STATS['sequences']}", ["read", "write"])[1] for name in OWNERS}
+        conn.close()
+        self.client = app.test_client()
+        self.data_source = f"usage-server-{engine}"
+        self.owners = {name: Owner(key) for name, key in keys.items()}
 
     def teardown(self):
         self.client = None
-        self.folder.cleanup()
 
     def get(self, owner, path, **params):
         return self.client.get(path, query_string=params, headers=bearer(self.owners[owner].key))
@@ -241,7 +243,7 @@ class UsageMachine(RuleBasedStateMachine):
             return
         assert response.status_code == 200, response.get_json()
         expected = expected_body(list(model.events.values()), model.config_models(), PRICES, start, end,
-                                 granularity, zone, config_id)
+                                 granularity, zone, config_id, data_source=self.data_source)
         assert response.get_json() == expected
         assert list(response.get_json()["usageByModel"]) == list(expected["usageByModel"])
 
@@ -256,7 +258,7 @@ class UsageMachine(RuleBasedStateMachine):
         assert response.status_code == 200, response.get_json()
         config = model.configs[config_id]
         assert response.get_json() == {
-            "meta": {"dataSource": "usage-server-sqlite"},
+            "meta": {"dataSource": self.data_source},
             "modelConfig": {key: config[key] for key in ("displayName", "id", "modelId", "provider")},
             "recentUsage": model.recent(config_id, limit),
         }
@@ -279,11 +281,16 @@ class UsageMachine(RuleBasedStateMachine):
             assert self.get(name, "/v1/model-configs/usage").get_json() == {"data": data, "total": len(data)}
 
 
-UsageMachine.TestCase.settings = settings(
+SETTINGS = settings(
     max_examples=30, stateful_step_count=25, derandomize=True, database=None, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-class TestUsageMachine(UsageMachine.TestCase):
-    @classmethod
-    def tearDownClass(cls):
-        print(f"\nstateful: {STATS['sequences']} sequences, {STATS['steps']} steps checked")
+
+
+def test_random_sequences_of_calls_agree_with_the_model(engine, new_database, capsys):
+    STATS.update(sequences=0, steps=0)
+    app = create_app({"TESTING": True, "DATABASE": new_database(engine), "BUSY_TIMEOUT_MS": 200,
+                      "FAST_TIMEZONES": FAST_TIMEZONES})
+    run_state_machine_as_test(lambda: UsageMachine(app, engine), settings=SETTINGS)
+    with capsys.disabled():
+        print(f"\nstateful ({engine}): {STATS['sequences']} sequences, {STATS['steps']} steps checked")

@@ -1,11 +1,12 @@
 """Time zones on GET /v1/model-usage: every zone, granularity and preset against the oracle.
 
-One database for the module: a year of sparse usage; events every 7 minutes (so every
-quarter-hour slot at every offset holds some) around the 2026 daylight-saving changes of
-both hemispheres and around historic changes (offsets that are not multiples of 15
-minutes, skipped days, changes at midnight); and events placed exactly on every change,
-on local midnights and twice in the repeated hour of a fall-back. The oracle
-(tests/oracle.py) buckets the same events with zoneinfo; bodies are compared whole.
+One database for the module per engine and path (local days or not): a year of sparse
+usage; events every 7 minutes (so every quarter-hour slot at every offset holds some)
+around the 2026 daylight-saving changes of both hemispheres and around historic changes
+(offsets that are not multiples of 15 minutes, skipped days, changes at midnight); and
+events placed exactly on every change, on local midnights and twice in the repeated hour
+of a fall-back. The oracle (tests/oracle.py) buckets the same events with zoneinfo;
+bodies are compared whole.
 """
 import bisect
 import csv
@@ -240,17 +241,29 @@ def epoch_seconds(text: str) -> int:
 
 
 @pytest.fixture(scope="module", params=["fallback", "fast"])
-def store(request, tmp_path_factory):
-    """Every test runs twice: on day, week and month buckets read from hours and quarter
-    hours, and ("fast") from the local days kept for every zone here (FAST_TIMEZONES)."""
+def store(request, engine, new_database):
+    """Every test runs twice on each engine: on day, week and month buckets read from hours
+    and quarter hours, and ("fast") from the local days kept for every zone here (FAST_TIMEZONES)."""
     fast = FAST_ZONES if request.param == "fast" else ""
-    app = create_app({"TESTING": True, "DATABASE": str(tmp_path_factory.mktemp("tz") / "usage.sqlite"),
-                      "FAST_TIMEZONES": fast})
+    app = create_app({"TESTING": True, "DATABASE": new_database(engine), "FAST_TIMEZONES": fast})
     store = Store(app)
     events = build_events()
     store.post("tz", events)
     store.post("tz", events[::997])  # re-sent: skipped, never counted twice
+    store.key("nobody")  # an owner without usage, made here so that no test writes
     return store
+
+
+def new_store(store, database: str, **config) -> Store:
+    """An empty database kept like the module's (FAST_TIMEZONES), served with `config` too."""
+    return Store(create_app({"TESTING": True, "DATABASE": database,
+                             "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"], **config}))
+
+
+@pytest.fixture
+def own_store(store, database):
+    """An empty database of the test's own, kept like the module's: for tests that write."""
+    return new_store(store, database)
 
 
 @pytest.fixture
@@ -463,14 +476,14 @@ def test_every_preset_follows_the_local_today(store, presets, pin, zone, now):
 # --- startDate and endDate are local dates ----------------------------------------------------------
 
 
-def test_an_event_counts_on_its_local_date_and_in_its_own_repeated_hour(store):
+def test_an_event_counts_on_its_local_date_and_in_its_own_repeated_hour(own_store):
     events = [payload(0, 1_773_799_200 * 10**6, prefix="x"),  # 2026-03-18T02:00Z: the 17th in Los Angeles
               payload(1, 1_793_521_800 * 10**6, prefix="x"),  # 2026-11-01T08:30Z: 01:30 PDT
               payload(2, 1_793_525_400 * 10**6, prefix="x")]  # 2026-11-01T09:30Z: 01:30 PST
-    store.post("edges", events)
+    own_store.post("edges", events)
 
     def requests(query):
-        body = store.get(query, "edges").get_json()
+        body = own_store.get(query, "edges").get_json()
         return {point["date"]: point["requests"] for point in body["timeSeries"] if point["requests"]}
 
     la, march_17, november_1 = "America/Los_Angeles", date(2026, 3, 17), date(2026, 11, 1)
@@ -483,7 +496,7 @@ def test_an_event_counts_on_its_local_date_and_in_its_own_repeated_hour(store):
         for granularity in GRANULARITIES:
             for day in (march_17, november_1):
                 start, end = day - timedelta(days=1), day + timedelta(days=1)
-                check(store, query_for(start, end, granularity, zone), start, end, granularity, zone, owner="edges")
+                check(own_store, query_for(start, end, granularity, zone), start, end, granularity, zone, owner="edges")
 
 
 def test_dates_alone_are_read_in_the_zone(store, pin):
@@ -560,34 +573,32 @@ def test_an_unknown_zone_is_a_400_naming_timezone(store, name):
     assert [item["code"] for item in body["details"]] == ["UNKNOWN_TIMEZONE"]
 
 
-def test_the_default_zone_applies_without_the_parameter_and_is_echoed(store, pin):
+def test_the_default_zone_applies_without_the_parameter_and_is_echoed(store, pin, database):
     pin(datetime(2026, 4, 5, 13, 30, tzinfo=UTC))
-    other = create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"], "DEFAULT_TIMEZONE": "Asia/Kathmandu",
-                        "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]})
-    headers = bearer(store.key("tz"))
+    # a database of its own (this start-up registers Kathmandu's offsets), holding the
+    # module's events near every date asked about below
+    other = new_store(store, database, DEFAULT_TIMEZONE="Asia/Kathmandu")
+    other.post("tz", store.logs["tz"].near(date(2026, 3, 1), date(2026, 4, 5)))
     for query in ({"granularity": "hour"}, {"period": "last_month"}, {"startDate": "2026-03-28", "endDate": "2026-04-05"}):
-        answer = other.test_client().get("/v1/model-usage", query_string=query, headers=headers).get_json()
+        answer = other.get(query).get_json()
         assert answer["meta"]["timezone"] == "Asia/Kathmandu"
         assert answer == store.get({**query, "timezone": "Asia/Kathmandu"}).get_json()
-        explicit = other.test_client().get("/v1/model-usage", query_string={**query, "timezone": "UTC"}, headers=headers)
-        assert explicit.get_json() == store.get({**query, "timezone": "UTC"}).get_json()
+        assert other.get({**query, "timezone": "UTC"}).get_json() == store.get({**query, "timezone": "UTC"}).get_json()
     check(store, {"granularity": "hour", "timezone": "Asia/Kathmandu"}, date(2026, 3, 30), date(2026, 4, 5), "hour",
           "Asia/Kathmandu", "last_7_days")
 
 
-def test_the_default_zone_comes_from_the_environment(store, monkeypatch):
+def test_the_default_zone_comes_from_the_environment(store, monkeypatch, database):
     monkeypatch.setenv("USAGE_SERVER_DEFAULT_TIMEZONE", "America/St_Johns")
-    app = create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"],
-                      "FAST_TIMEZONES": store.app.config["FAST_TIMEZONES"]})
-    assert app.config["DEFAULT_TIMEZONE"] == "America/St_Johns"
-    response = app.test_client().get("/v1/model-usage", headers=bearer(store.key("tz")))
-    assert response.get_json()["meta"]["timezone"] == "America/St_Johns"
+    other = new_store(store, database)
+    assert other.app.config["DEFAULT_TIMEZONE"] == "America/St_Johns"
+    assert other.get({}).get_json()["meta"]["timezone"] == "America/St_Johns"
 
 
 @pytest.mark.parametrize("name", ["Mars/Olympus", "", "localtime"])
-def test_an_unknown_default_zone_stops_the_app_from_starting(store, name):
+def test_an_unknown_default_zone_stops_the_app_from_starting(tmp_path, name):
     with pytest.raises(ValueError, match="DEFAULT_TIMEZONE"):
-        create_app({"TESTING": True, "DATABASE": store.app.config["DATABASE"], "DEFAULT_TIMEZONE": name})
+        create_app({"TESTING": True, "DATABASE": str(tmp_path / "usage.sqlite"), "DEFAULT_TIMEZONE": name})
 
 
 # --- properties over random zones, ranges and events ------------------------------------------------
@@ -644,13 +655,13 @@ def additive(body: dict) -> tuple[dict, dict]:
 
 @settings(max_examples=80, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 @given(scenario=scenarios())
-def test_random_zones_ranges_and_events(store, scenario):
+def test_random_zones_ranges_and_events(own_store, scenario):
     zone, start, end, granularity, events = scenario
     owner = f"prop{next(owners)}"
-    store.configs(owner)
+    own_store.configs(owner)
     if events:
-        store.post(owner, events)
-    body = check(store, query_for(start, end, granularity, zone), start, end, granularity, zone, owner=owner)
+        own_store.post(owner, events)
+    body = check(own_store, query_for(start, end, granularity, zone), start, end, granularity, zone, owner=owner)
 
     summary, models = additive(body)
     points = body["timeSeries"]
@@ -660,11 +671,11 @@ def test_random_zones_ranges_and_events(store, scenario):
     assert sum(model[2] for model in models.values()) == summary["totalCost"]
 
     daily = granularity if granularity in ("hour", "day") else "day"
-    whole = body if daily == granularity else store.get(query_for(start, end, daily, zone), owner).get_json()
+    whole = body if daily == granularity else own_store.get(query_for(start, end, daily, zone), owner).get_json()
     series, summed, per_model = [], dict.fromkeys(summary, 0), {}
     for offset in range((end - start).days + 1):
         day = start + timedelta(days=offset)
-        part = store.get(query_for(day, day, daily, zone), owner).get_json()
+        part = own_store.get(query_for(day, day, daily, zone), owner).get_json()
         part_summary, part_models = additive(part)
         series += part["timeSeries"]
         for name, value in part_summary.items():

@@ -15,7 +15,7 @@ def create_app(test_config=None, prepare_database=True):
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(
         DATABASE=os.path.join(app.instance_path, "usage.sqlite"),
-        DATA_SOURCE="usage-server-sqlite",
+        DATA_SOURCE="",  # the meta.dataSource of answers; by default usage-server-<engine>
         BUSY_TIMEOUT_MS=5000,
         SYNCHRONOUS="FULL",
         QUERY_TIME_LIMIT_MS=10000,
@@ -34,6 +34,7 @@ def create_app(test_config=None, prepare_database=True):
     from . import api, auth, cli, dashboard, docs, errors, openapi, startup, storage
 
     storage.init_app(app)
+    app.config["DATA_SOURCE"] = app.config["DATA_SOURCE"] or f"usage-server-{storage.engine_name(app.config['DATABASE'])}"
     if prepare_database:
         startup.prepare_database(app)
     errors.init_app(app)

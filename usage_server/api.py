@@ -78,7 +78,27 @@ def parse_body() -> dict:
                        [detail("", "must be valid JSON (NaN and Infinity are not JSON numbers)", "INVALID_JSON")]) from None
     if not isinstance(document, dict):
         raise ApiError(400, "the body must be a JSON object", [detail("", "must be a JSON object", "INVALID_JSON")])
+    if b"\\u0000" in raw:  # only then look: no text anywhere may hold NUL (PostgreSQL cannot store it)
+        path = nul_path(document)
+        if path is not None:
+            raise ApiError(400, f"{path}: must not contain the NUL character (\\u0000)",
+                           [detail(path, "must not contain the NUL character (\\u0000)", "INVALID_CHARACTER")])
     return document
+
+
+def nul_path(value, path="") -> str | None:
+    """The dotted path of the first key or string holding NUL, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if "\x00" in str(key):
+            return where
+        found = nul_path(item, where)
+        if found is not None:
+            return found
+    return None
 
 
 @bp.before_app_request

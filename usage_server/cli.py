@@ -9,7 +9,7 @@ from . import create_app, queries
 from .auth import SCOPES, create_key, hash_key, now_iso
 from .ingest import rebuild_rollups
 from .startup import prepare_database
-from .storage import Upgrade, connect, database_exists, drop_schema, write_transaction
+from .storage import Upgrade, connect, database_exists, drop_schema, redacted, write_transaction
 
 
 def prepare(create: bool = False) -> Upgrade:
@@ -19,7 +19,7 @@ def prepare(create: bool = False) -> Upgrade:
     existed = database_exists(app.config["DATABASE"])
     upgrade = prepare_database(app, create=create, serve=False)
     if create:
-        click.echo(f"{'Using' if existed else 'Created'} the database {app.config['DATABASE']}.")
+        click.echo(f"{'Using' if existed else 'Created'} the database {redacted(app.config['DATABASE'])}.")
     return upgrade
 
 
@@ -47,7 +47,7 @@ def init_db_command(drop):
         drop_schema(conn)
         prepare_database(current_app, create=True, serve=False)
     conn.close()
-    click.echo(f"Initialised the database at {current_app.config['DATABASE']}.")
+    click.echo(f"Initialised the database at {redacted(current_app.config['DATABASE'])}.")
 
 
 @click.command("create-key")
@@ -146,7 +146,7 @@ def seed_command(events, days, seed_value, owner, write_key):
         _, raw_key = create_key(conn, owner, ["read"], "seed read key")
     conn.close()
     click.echo(f"Seeded {stored} events for {owner} over {days} days in {elapsed:.1f} s"
-               f" into {current_app.config['DATABASE']}.")
+               f" into {redacted(current_app.config['DATABASE'])}.")
     if writer:
         click.echo("Read-write key:")
         click.echo(writer)
@@ -159,7 +159,7 @@ def seed_command(events, days, seed_value, owner, write_key):
 def migrate_command():
     """Upgrade the database's schema to this release's version (start-up also does)."""
     upgrade = prepare()
-    database = current_app.config["DATABASE"]
+    database = redacted(current_app.config["DATABASE"])
     if upgrade.found == upgrade.reached:
         click.echo(f"The database {database} is at schema version {upgrade.reached}, this release's: nothing to do.")
     else:
@@ -167,8 +167,23 @@ def migrate_command():
         click.echo(f"Upgraded the database {database} from schema version {found} to {upgrade.reached}.")
 
 
+@click.command("copy-to")
+@click.argument("target")
+@with_appcontext
+def copy_to_command(target):
+    """Copy owners, keys, configs, prices and events into TARGET (a path or a PostgreSQL URL)
+    and build its rollups; a re-run copies only what is new, a target with other data is refused."""
+    from .copying import copy_to
+
+    conn = open_db()
+    try:
+        copy_to(conn, current_app.config, target, click.echo)
+    finally:
+        conn.close()
+
+
 COMMANDS = (init_db_command, create_key_command, list_keys_command, revoke_key_command,
-            import_prices_command, rebuild_rollups_command, seed_command, migrate_command)
+            import_prices_command, rebuild_rollups_command, seed_command, migrate_command, copy_to_command)
 
 
 def init_app(app) -> None:

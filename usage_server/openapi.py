@@ -93,7 +93,7 @@ OPERATIONS = {
         "ok": (200, "ConfigUsageList"), "errors": READ,
     },
     ("api.health", "get"): {
-        "summary": "SQLite's version and the settings in effect; 503 when the database is unusable",
+        "summary": "The storage engine, its version and the settings in effect; 503 when the database is unusable",
         "description": "No key needed.",
         "tags": ["operations"],
         "ok": (200, "Health"), "errors": [400, 405, 413, 500, 503],

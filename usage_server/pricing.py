@@ -51,9 +51,9 @@ def read_catalogue(path: Path) -> list[dict]:
         raise ValueError(f"invalid catalogue {path}: {exc.messages}") from None
 
 
-def import_catalogue(conn: Connection, models: list[dict]) -> int:
-    """Insert or update models; prices not given stay unknown (unpriced)."""
-    rows = [
+def catalogue_rows(models: list[dict]) -> list[dict]:
+    """The model table's rows for a read catalogue; prices not given stay unknown (unpriced)."""
+    return [
         {
             "model_id": m["model_id"],
             "provider": m["provider"],
@@ -63,6 +63,11 @@ def import_catalogue(conn: Connection, models: list[dict]) -> int:
         }
         for m in models
     ]
+
+
+def import_catalogue(conn: Connection, models: list[dict]) -> int:
+    """Insert or update models."""
+    rows = catalogue_rows(models)
     conn.executemany(queries.UPSERT_MODEL, rows)
     return len(rows)
 

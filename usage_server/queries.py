@@ -117,6 +117,7 @@ WHERE owner_id = :owner_id
 ORDER BY created_at, id
 """
 
+# A config's last use: the newest event of each of its series, one index entry each.
 CONFIG_USAGE = """
 SELECT model_config.id, model_config.provider, model_config.model_id,
        COALESCE((SELECT SUM(rollup_day.requests)
@@ -125,9 +126,11 @@ SELECT model_config.id, model_config.provider, model_config.model_id,
                  WHERE usage_series.owner_id = model_config.owner_id
                    AND usage_series.config_id = model_config.id
                    AND rollup_day.owner_id = model_config.owner_id), 0) AS usage_count,
-       (SELECT MAX(usage_event.ts_us)
+       (SELECT MAX((SELECT MAX(usage_event.ts_us)
+                    FROM usage_event
+                    WHERE usage_event.owner_id = usage_series.owner_id
+                      AND usage_event.series_id = usage_series.id))
         FROM usage_series
-        JOIN usage_event ON usage_event.series_id = usage_series.id
         WHERE usage_series.owner_id = model_config.owner_id
           AND usage_series.config_id = model_config.id) AS last_used_us
 FROM model_config
@@ -326,10 +329,13 @@ SELECT series_id,""" + _ROLLUP_SUMS + _ROLLUP_RANGE + """
 GROUP BY series_id
 """
 
+# Events are found by (owner, series): PostgreSQL's index leads with both (the owner first,
+# to distribute by owner), SQLite's with the series. A separate `owner_id = :owner_id`
+# would lead SQLite's planner to its (owner, event id) index instead.
 _OWNER_EVENTS = """
-series_id IN (SELECT id FROM usage_series
-              WHERE owner_id = :owner_id
-                AND (:config_id IS NULL OR config_id = :config_id))
+(owner_id, series_id) IN (SELECT owner_id, id FROM usage_series
+                          WHERE owner_id = :owner_id
+                            AND (:config_id IS NULL OR config_id = :config_id))
   AND ts_us >= :lo * 1000000
   AND ts_us < :hi * 1000000
 """
@@ -402,7 +408,7 @@ RECENT_EVENTS = """
 SELECT event_id, ts_us, prompt_tokens, completion_tokens, total_tokens,
        cost_micros, priced, execution_us, billing_source
 FROM usage_event
-WHERE series_id IN (SELECT id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id)
+WHERE (owner_id, series_id) IN (SELECT owner_id, id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id)
 ORDER BY ts_us DESC, id DESC
 LIMIT :limit
 """
@@ -412,4 +418,74 @@ LIMIT :limit
 SCHEMA_READABLE = """
 SELECT COUNT(*)
 FROM owner
+"""
+
+# --- copying a database (copy-to) ---------------------------------------------------------------
+# The tables copy-to copies, parents first: table -> (key width, copy order, columns). A row is
+# told by its first `key width` columns on both ends. Rows are read in the key's order, keys in
+# their creation order (rowid), which list-keys shows. Rollups are rebuilt, never copied.
+COPIED_TABLES = {
+    "owner": (1, ("id",), ("id", "name", "created_at")),
+    "api_key": (1, ("rowid",), ("id", "owner_id", "name", "key_hash", "scopes", "created_at", "revoked_at")),
+    "model": (1, ("model_id",), ("model_id", "provider", "display_name", "prompt_micros_per_mtok",
+                                 "completion_micros_per_mtok")),
+    "model_config": (2, ("owner_id", "id"), ("owner_id", "id", "display_name", "model_id", "provider", "model_name",
+                                            "provider_key_id", "settings", "created_at", "updated_at")),
+    "usage_series": (1, ("id",), ("id", "owner_id", "config_id", "model_id", "provider", "model_name")),
+    "usage_event": (1, ("id",), ("id", "owner_id", "event_id", "ts_us", "series_id", "prompt_tokens",
+                                 "completion_tokens", "total_tokens", "cost_micros", "priced", "execution_us",
+                                 "billing_source", "fingerprint")),
+}
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+COPY_COUNT, COPY_FIRST_PAGE, COPY_NEXT_PAGE, COPY_KEY_RANGE, COPY_ROWS = {}, {}, {}, {}, {}
+for _table, (_width, _order, _columns) in COPIED_TABLES.items():
+    _key, _listed = ", ".join(_columns[:_width]), ", ".join(_columns)
+    _read = ", ".join(_columns + tuple(name for name in _order if name not in _columns))  # then the order's own
+    COPY_COUNT[_table] = f"""
+SELECT COUNT(*)
+FROM {_table}
+"""
+    # Pages in copy order (keyset pagination: every page is one index range, however far in).
+    COPY_FIRST_PAGE[_table] = f"""
+SELECT {_read}
+FROM {_table}
+ORDER BY {", ".join(_order)}
+LIMIT ?
+"""
+    COPY_NEXT_PAGE[_table] = f"""
+SELECT {_read}
+FROM {_table}
+WHERE ({", ".join(_order)}) > ({_marks(len(_order))})
+ORDER BY {", ".join(_order)}
+LIMIT ?
+"""
+    COPY_KEY_RANGE[_table] = f"""
+SELECT {_listed}
+FROM {_table}
+WHERE ({_key}) >= ({_marks(_width)})
+  AND ({_key}) <= ({_marks(_width)})
+"""
+    # The source's row wins: only a default catalogue price is ever replaced (see copying.py).
+    # Usage rows are never replaced (the check found them identical): any key they hit skips them.
+    COPY_ROWS[_table] = f"""
+INSERT INTO {_table} ({_listed})
+VALUES ({_marks(len(_columns))})
+""" + ("ON CONFLICT DO NOTHING" if _table in ("usage_series", "usage_event") else f"""ON CONFLICT ({_key}) DO UPDATE SET
+    """ + ",\n    ".join(f"{name} = excluded.{name}" for name in _columns[_width:]))
+
+OWNER_IDS = """
+SELECT id
+FROM owner
+ORDER BY id
+"""
+
+SET_OWNER_VERSION = """
+INSERT INTO owner_version (owner_id, version)
+VALUES (:owner_id, :version)
+ON CONFLICT (owner_id) DO UPDATE SET version = excluded.version
 """

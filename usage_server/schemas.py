@@ -387,5 +387,8 @@ class IngestResultSchema(Answer):
 
 class HealthSchema(Answer):
     status = fields.String(required=True)
-    sqlite_version = fields.String(data_key="sqliteVersion", required=True)
-    pragmas = fields.Dict(required=True, metadata={"description": "the connection's settings in effect"})
+    engine = fields.String(required=True, metadata={"description": "`sqlite` or `postgresql`"})
+    version = fields.String(required=True, metadata={"description": "the engine's version"})
+    sqlite_version = fields.String(data_key="sqliteVersion", metadata={"description": "SQLite only"})
+    pragmas = fields.Dict(metadata={"description": "SQLite only: the connection's pragmas in effect"})
+    settings = fields.Dict(metadata={"description": "PostgreSQL only: the session's settings in effect"})

@@ -18,12 +18,28 @@ def engine_for(database: str):
     return postgresql if postgresql.is_url(database) else sqlite
 
 
+def engine_name(database: str) -> str:
+    """"sqlite" or "postgresql": for names and messages, never for deciding what to do."""
+    return engine_for(database).NAME
+
+
 def engine_of(conn):
     return postgresql if isinstance(conn, postgresql.Connection) else sqlite
 
 
+def redacted(database: str) -> str:
+    """The DATABASE setting as messages name it: a URL without its password."""
+    return postgresql.redacted(database)
+
+
 def database_exists(database: str) -> bool:
     return engine_for(database).database_exists(database)
+
+
+def same_database(first: str, second: str) -> bool:
+    """Whether two DATABASE settings name one database (copy-to will not copy one onto itself)."""
+    engine = engine_for(first)
+    return engine is engine_for(second) and engine.same_database(first, second)
 
 
 def check_database_path(database: str) -> None:
@@ -76,6 +92,11 @@ def unavailable_reason(exc: BaseException) -> str | None:
     return sqlite.unavailable_reason(exc) or postgresql.unavailable_reason(exc)
 
 
+def sync_identities(conn) -> None:
+    """Call after inserting rows with explicit ids: later rows get ids after them."""
+    engine_of(conn).sync_identities(conn)
+
+
 def engine_status(conn) -> dict:
     """For /health: the engine, its version and the settings in effect."""
     return engine_of(conn).engine_status(conn)
@@ -100,8 +121,16 @@ def start_up_connection(config, create: bool):
     except Exception as exc:
         if not engine.database_error(exc) or isinstance(exc, DatabaseSetupError):
             raise
-        name = postgresql.redacted(config["DATABASE"])
-        raise DatabaseSetupError(f"cannot use the database {name}: {str(exc).strip()}") from None
+        name = redacted(config["DATABASE"])
+        reason = " ".join(str(exc).split())  # one line: libpq adds a hint on a line of its own
+        raise DatabaseSetupError(f"cannot use the database {name}: {reason}") from None
+
+
+def close_pools(database: str | None = None) -> None:
+    """Close this process's pooled connections to `database`, or to every database (a server
+    never needs to: its pools live as long as its workers; tests that make many databases do)."""
+    for engine in (sqlite, postgresql) if database is None else (engine_for(database),):
+        engine.close_pools(database)
 
 
 def init_app(app) -> None:

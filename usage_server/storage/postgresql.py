@@ -17,7 +17,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 
 from .sqlite import DatabaseSetupError
 from psycopg.pq import TransactionStatus
@@ -136,8 +136,9 @@ class Connection:
     """A psycopg connection that runs the server's statements; rows read like sqlite3.Row."""
 
     def __init__(self, raw: psycopg.Connection, busy_timeout_ms: int, pool: ConnectionPool | None = None,
-                 deadline_ms: int | None = None):
+                 database: str = "", deadline_ms: int | None = None):
         self.raw, self.busy_timeout_ms, self.pool = raw, busy_timeout_ms, pool
+        self.database = database  # the URL as configured, for messages
         self.deadline_ms = deadline_ms  # the statement_timeout set on this session, when known
 
     def execute(self, statement: str, params=()):
@@ -174,7 +175,7 @@ def connect(config, create: bool = False) -> Connection:
     """A connection of its own (commands, start-up), outside any pool."""
     raw = psycopg.connect(config["DATABASE"], autocommit=True, connect_timeout=connect_timeout(config))
     configure(raw)
-    return Connection(raw, int(config["BUSY_TIMEOUT_MS"]))
+    return Connection(raw, int(config["BUSY_TIMEOUT_MS"]), database=config["DATABASE"])
 
 
 def connect_timeout(config) -> int:
@@ -214,11 +215,17 @@ def pool_for(config) -> ConnectionPool:
     return pool
 
 
+def close_pools(database: str | None) -> None:
+    with _pools_lock:
+        for key in [key for key in _pools if key[0] == os.getpid() and database in (None, key[1])]:
+            _pools.pop(key).close()
+
+
 def request_connection(app) -> Connection:
     """A pooled connection for one request, with the request's deadline already set by the
     pool's check; a broken one is replaced before it is handed out."""
     pool = pool_for(app.config)
-    return Connection(pool.getconn(), int(app.config["BUSY_TIMEOUT_MS"]), pool,
+    return Connection(pool.getconn(), int(app.config["BUSY_TIMEOUT_MS"]), pool, app.config["DATABASE"],
                       deadline_ms=int(app.config["QUERY_TIME_LIMIT_MS"]))
 
 
@@ -308,6 +315,26 @@ def table_names(conn: Connection) -> set[str]:
     return {row[0] for row in conn.raw.execute(TABLE_NAMES)}
 
 
+IDENTITY_COLUMNS = """
+SELECT table_name, column_name
+FROM information_schema.columns
+WHERE table_schema = current_schema()
+  AND is_identity = 'YES'
+  AND identity_generation = 'BY DEFAULT'
+ORDER BY table_name, column_name
+"""
+
+
+def sync_identities(conn: Connection) -> None:
+    """After rows were inserted with explicit ids (copy-to), each identity sequence continues
+    after the largest id stored, so the next row the server adds gets a new one."""
+    for table, column in conn.raw.execute(IDENTITY_COLUMNS).fetchall():
+        statement = sql.SQL("SELECT setval(pg_get_serial_sequence(%s, %s), COALESCE(MAX({column}), 1), "
+                            "MAX({column}) IS NOT NULL) FROM {table}").format(
+            column=sql.Identifier(column), table=sql.Identifier(table))
+        conn.raw.execute(statement, (sql.Identifier(table).as_string(conn.raw), column))
+
+
 def run_script(conn: Connection, script: str) -> None:
     """A migration file, in the caller's transaction (PostgreSQL's DDL is transactional)."""
     conn.raw.execute(script)
@@ -331,7 +358,9 @@ def engine_status(conn: Connection) -> dict:
 
 
 def database_name(conn: Connection) -> str:
-    return redacted(conn.raw.info.dsn)
+    """The database as its setting names it, without the password (psycopg's dsn lists
+    every connection parameter instead)."""
+    return redacted(conn.database or conn.raw.info.dsn)
 
 
 def redacted(url: str) -> str:
@@ -347,6 +376,10 @@ def redacted(url: str) -> str:
 
 def start_up_config(config) -> dict:
     return {**config, "BUSY_TIMEOUT_MS": START_UP_WAIT_MS}
+
+
+def same_database(first: str, second: str) -> bool:
+    return first == second
 
 
 def database_exists(database: str) -> bool:

@@ -17,6 +17,7 @@ Row = sqlite3.Row
 START_UP_WAIT_MS = 600_000  # a process starting while another upgrades or builds rollups waits for it
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
 KEPT_SETTINGS = ("DATABASE", "BUSY_TIMEOUT_MS", "SYNCHRONOUS", "MAX_PAGE_COUNT")  # fixed at connect
+clock = time.monotonic  # the deadline's time source; tests swap in one that counts the checks
 
 
 class DatabaseSetupError(click.ClickException):
@@ -46,6 +47,16 @@ def database_exists(database: str) -> bool:
     target = database_file(database)
     return target is None or target.exists()
 
+
+
+def same_database(first: str, second: str) -> bool:
+    """The same file, however each setting spells it (":memory:" is never shared)."""
+    files = database_file(first), database_file(second)
+    if None in files:
+        return False
+    if all(path.exists() for path in files):
+        return os.path.samefile(*files)
+    return os.path.abspath(files[0]) == os.path.abspath(files[1])
 
 
 def check_database_path(path: str) -> None:
@@ -95,8 +106,8 @@ def connect(config, create: bool = False) -> sqlite3.Connection:
 
 def set_deadline(conn: sqlite3.Connection, limit_ms: int) -> None:
     """Interrupt any statement still running `limit_ms` from now (a runaway query)."""
-    deadline = time.monotonic() + limit_ms / 1000
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+    deadline = clock() + limit_ms / 1000
+    conn.set_progress_handler(lambda: clock() > deadline, PROGRESS_STEPS)
 
 
 
@@ -175,6 +186,10 @@ def release(app, conn: sqlite3.Connection) -> None:
             conn.close()
 
 
+def close_pools(database: str | None) -> None:
+    """SQLite keeps one connection per thread, no pool: nothing to close."""
+
+
 def database_error(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError)
 
@@ -235,6 +250,10 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
     """A migration file, statement by statement, in the caller's transaction."""
     for statement in statements(script):
         conn.execute(statement)
+
+
+def sync_identities(conn: sqlite3.Connection) -> None:
+    """Nothing to do: an INTEGER PRIMARY KEY goes on after the largest id stored."""
 
 
 def drop_all_tables(conn: sqlite3.Connection) -> None:
