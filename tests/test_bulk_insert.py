@@ -56,6 +56,16 @@ def test_rows_are_inserted_in_the_order_given(conn):
     assert [row[0] for row in conn.execute("SELECT event_id FROM usage_event ORDER BY id")] == given
 
 
+def test_rows_through_the_staging_table_keep_the_order_given(conn):
+    """copy-to's key rows (INSERT ... ON CONFLICT) get their creation order (rowid) as given."""
+    given = ["k5", "k1", "k9", "k3"]
+    rows = [(key_id, OWNER, "", f"hash-{key_id}", "read", "2026-03-18T00:00:00Z", None) for key_id in given]
+    with write_transaction(conn):
+        conn.executemany(queries.COPY_ROWS["api_key"], rows)
+    assert postgresql.bulk_form(queries.COPY_ROWS["api_key"]).create is not None
+    assert [row[0] for row in conn.execute("SELECT id FROM api_key ORDER BY rowid")] == given
+
+
 def test_upserts_add_to_existing_rows_and_calls_in_one_transaction_do_not_see_each_other_twice(conn):
     series_id = conn.execute("SELECT id FROM usage_series").fetchone()[0]
     with write_transaction(conn):

@@ -64,10 +64,11 @@ def bulk_form(statement: str) -> Bulk | None:
     """`INSERT INTO t (columns) VALUES (?, ...) [ON CONFLICT ...]` in bulk form; None for others.
 
     A plain INSERT becomes a COPY into the table: the same defaults, constraints and
-    triggers, rows in the order given (identity columns count in that order). With ON
-    CONFLICT, the rows are copied into the session's own staging table (TEMP, empty at every
-    commit) and moved by one INSERT ... SELECT, so they must not repeat a key that ON
-    CONFLICT DO UPDATE updates (the server's never do: rollup rows are summed per key first).
+    triggers. With ON CONFLICT, the rows are copied, numbered, into the session's own
+    staging table (TEMP, empty at every commit) and moved by one INSERT ... SELECT in that
+    order, so they must not repeat a key that ON CONFLICT DO UPDATE updates (the server's
+    never do: rollup rows are summed per key first). Either way rows go in in the order
+    given, and identity columns count in that order.
     """
     match = BULK_INSERT.fullmatch(statement)
     if match is None:
@@ -81,10 +82,11 @@ def bulk_form(statement: str) -> Bulk | None:
         return Bulk(copy=f"COPY {table} ({columns}) FROM STDIN")
     stage = f"bulk_{table}"
     return Bulk(
-        copy=f"COPY {stage} ({columns}) FROM STDIN",
-        create=f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {columns} FROM {table} WITH NO DATA",
-        insert=(f"WITH moved AS (DELETE FROM {stage} RETURNING {columns}) "
-                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM moved WHERE true {rest}"))
+        copy=f"COPY {stage} ({columns}, bulk_order) FROM STDIN",
+        create=(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                f"SELECT {columns}, 0::bigint AS bulk_order FROM {table} WITH NO DATA"),
+        insert=(f"WITH moved AS (DELETE FROM {stage} RETURNING {columns}, bulk_order) "
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM moved ORDER BY bulk_order {rest}"))
 
 
 class Row(tuple):
@@ -152,12 +154,13 @@ class Connection:
             if bulk is None:
                 cursor.executemany(dialect(statement), rows)
                 return
-            if bulk.create:
+            staged = bulk.create is not None
+            if staged:
                 cursor.execute(bulk.create)
             with cursor.copy(bulk.copy) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            if bulk.insert:
+                for order, row in enumerate(rows):
+                    copy.write_row((*row, order) if staged else row)  # staged rows numbered, for their order
+            if staged:
                 cursor.execute(bulk.insert)
 
     @property
