@@ -174,14 +174,16 @@ def check_report(run, reader_id, body, per_batch, seen: int) -> int:
     return summary["totalRequests"]
 
 
-def final_reports(base: str, key: str) -> dict:
-    """The report by day and hour in UTC, and by day at +5:30 (from the local rollups)."""
+def final_reports(base: str, key: str, get=None) -> dict:
+    """The report by day and hour in UTC, and by day at +5:30 (from the local rollups).
+    `get(url, **kwargs)` sends each request (default: once, with requests.get)."""
+    get = get or (lambda url, **kwargs: requests.get(url, timeout=60, **kwargs))
     final = {}
     for granularity, zone in (("day", "UTC"), ("hour", "UTC"), ("day", "Asia/Kolkata")):
         params = {"startDate": START.isoformat(), "endDate": END.isoformat(), "granularity": granularity,
                   "timezone": zone}
-        final[granularity, zone] = requests.get(f"{base}/v1/model-usage", params=params,
-                                                headers={"Authorization": f"Bearer {key}"}, timeout=60).json()
+        final[granularity, zone] = get(f"{base}/v1/model-usage", params=params,
+                                       headers={"Authorization": f"Bearer {key}"}).json()
     return final
 
 
@@ -223,12 +225,7 @@ def test_writers_and_readers_under_gunicorn(engine, new_database, tmp_path, busy
         writers_done.set()
         for thread in readers:
             thread.join()
-        final = {}
-        for granularity, zone in (("day", "UTC"), ("hour", "UTC"), ("day", "Asia/Kolkata")):
-            params = {"startDate": START.isoformat(), "endDate": END.isoformat(), "granularity": granularity,
-                      "timezone": zone}
-            final[granularity, zone] = call(run, setup, "GET", f"{base}/v1/model-usage", params=params,
-                                            headers={"Authorization": f"Bearer {key}"}).json()
+        final = final_reports(base, key, get=lambda url, **kwargs: call(run, setup, "GET", url, **kwargs))
     elapsed = time.monotonic() - started
 
     assert run.problems == []
