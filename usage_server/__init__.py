@@ -31,7 +31,7 @@ def create_app(test_config=None, prepare_database=True):
     app.config["FAST_TIMEZONES"] = fast_timezones(app.config["FAST_TIMEZONES"])
     app.json.sort_keys = False
 
-    from . import api, auth, cli, dashboard, docs, errors, openapi, startup, storage
+    from . import api, auth, cli, dashboard, docs, errors, openapi, otlp, startup, storage
 
     storage.init_app(app)
     app.config["DATA_SOURCE"] = app.config["DATA_SOURCE"] or f"usage-server-{storage.engine_name(app.config['DATABASE'])}"
@@ -44,6 +44,7 @@ def create_app(test_config=None, prepare_database=True):
     app.register_blueprint(openapi.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(otlp.bp)
     return app
 
 

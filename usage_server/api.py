@@ -47,7 +47,7 @@ def reject_constant(name):
 def read_body() -> bytes:
     """The body. A Content-Length over the limit was refused before; a body sent without one
     (chunked) is read up to one byte past the limit, so that it is refused too, not cut short."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    limit = request.max_content_length
     if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
         return request.get_data(cache=False)
     stream, chunks, size = request.environ["wsgi.input"], [], 0
@@ -59,7 +59,7 @@ def read_body() -> bytes:
         size += len(chunk)
     if size > limit:
         drain(stream, DRAIN_LIMIT)
-        raise ApiError(413, headers={"Connection": "close"})
+        raise ApiError(413, too_large(limit), headers={"Connection": "close"})
     return b"".join(chunks)
 
 
@@ -101,13 +101,32 @@ def nul_path(value, path="") -> str | None:
     return None
 
 
+def body_limit(setting: str, default: int):
+    """A view whose bodies may be larger (or smaller) than MAX_CONTENT_LENGTH: the config
+    `setting`, else `default`, is its limit, checked from Content-Length like the others."""
+
+    def decorate(view):
+        view.body_limit = (setting, default)
+        return view
+
+    return decorate
+
+
+def too_large(limit: int) -> str:
+    size = f"{limit // 1048576} MiB" if limit % 1048576 == 0 else f"{limit:,} bytes"
+    return f"the request body is larger than the {size} limit"
+
+
 @bp.before_app_request
 def refuse_large_bodies():
     """Answer 413 from Content-Length before reading the body; drain it once the answer is
     sent, so a client that sends the body anyway reads the 413, not a reset connection."""
-    length = request.content_length
-    if length is not None and length > current_app.config["MAX_CONTENT_LENGTH"]:
-        response = error_response(413, headers={"Connection": "close"})
+    custom = getattr(current_app.view_functions.get(request.endpoint), "body_limit", None)
+    if custom is not None:
+        request.max_content_length = current_app.config.get(*custom)
+    length, limit = request.content_length, request.max_content_length
+    if length is not None and length > limit:
+        response = error_response(413, too_large(limit), headers={"Connection": "close"})
         response.call_on_close(partial(drain, request.environ["wsgi.input"], min(length, DRAIN_LIMIT)))
         return response
 

@@ -24,6 +24,9 @@ class NewEvent:
     cost_micros: int | None
     execution_us: int | None
     billing_source: str
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @classmethod
     def from_loaded(cls, data: dict) -> "NewEvent":

@@ -40,6 +40,8 @@ ERRORS = {
           {"Allow": {"required": True, "schema": {"type": "string"}}}),
     409: ("Conflict", "the owner already has a model configuration with this id", {}),
     413: ("PayloadTooLarge", "the body is over 2 MiB (answered from Content-Length)", {}),
+    415: ("UnsupportedMediaType", "the body is neither application/x-protobuf nor application/json, or is "
+          "compressed otherwise than gzip", {}),
     500: ("InternalError", "an unexpected failure; the body never shows internals", {}),
     503: ("ServiceUnavailable", "the database is busy, full, read-only or unusable; retry later",
           {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0}}}),
@@ -98,6 +100,18 @@ OPERATIONS = {
         "tags": ["operations"],
         "ok": (200, "Health"), "errors": [400, 405, 413, 500, 503],
     },
+    ("otlp.export_traces", "post"): {
+        "summary": "OpenTelemetry OTLP/HTTP trace export: gen-AI spans become usage events",
+        "description": "Scope: write. An `ExportTraceServiceRequest` as protobuf or OTLP JSON, optionally "
+                       "`Content-Encoding: gzip`, at most 32 MiB as sent and 64 MiB decompressed. A span that "
+                       "names a model (`gen_ai.response.model` or `gen_ai.request.model`) and carries token "
+                       "usage is one event, id `<traceId>:<spanId>`, counted once however often it is sent; "
+                       "other spans are ignored. Spans that cannot be stored are counted in "
+                       "`partialSuccess.rejectedSpans`. Answers in the request's encoding: a protobuf "
+                       "request's errors are a `google.rpc.Status`. See docs/opentelemetry.md.",
+        "tags": ["usage"], "scope": "write", "otlp": True,
+        "ok": (200, "ExportTraceServiceResponse"), "errors": WRITE + [415],
+    },
     ("openapi.document", "get"): {
         "summary": "This OpenAPI description",
         "description": "No key needed.",
@@ -112,7 +126,11 @@ COMPONENTS = {
     "UsageDetails": schemas.UsageDetailsSchema, "ModelConfigOut": schemas.ModelConfigOutSchema,
     "ModelConfigList": schemas.ModelConfigListSchema, "ConfigUsageList": schemas.ConfigUsageListSchema,
     "IngestResult": schemas.IngestResultSchema, "Health": schemas.HealthSchema,
+    "ExportTraceServiceResponse": schemas.ExportTraceServiceResponseSchema,
 }
+PROTOBUF = {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}}
+OTLP_BODY = {"required": True, "content": {
+    **PROTOBUF, "application/json": {"schema": {"type": "object", "description": "OTLP JSON: hex ids, enums as integers"}}}}
 
 
 def ecma_pattern(pattern: str) -> str:
@@ -174,6 +192,14 @@ def operation(doc: dict, path_params: list[str]) -> dict:
     }
     if "body" in doc:
         result["requestBody"] = {"required": True, "content": {"application/json": {"schema": doc["body"]}}}
+    if doc.get("otlp"):  # protobuf in and out; errors too, as google.rpc.Status, for protobuf requests
+        result["requestBody"] = OTLP_BODY
+        ok["content"].update(PROTOBUF)
+        for code in doc["errors"]:
+            name, description, headers = ERRORS[code]
+            result["responses"][str(code)] = {"description": description, "headers": {**headers, **NO_STORE},
+                                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
+                                                          **PROTOBUF}}
     return {key: value for key, value in result.items() if value is not None}
 
 

@@ -392,3 +392,12 @@ class HealthSchema(Answer):
     sqlite_version = fields.String(data_key="sqliteVersion", metadata={"description": "SQLite only"})
     pragmas = fields.Dict(metadata={"description": "SQLite only: the connection's pragmas in effect"})
     settings = fields.Dict(metadata={"description": "PostgreSQL only: the session's settings in effect"})
+
+
+class PartialSuccessSchema(Answer):
+    rejected_spans = fields.String(data_key="rejectedSpans", metadata={"description": "an int64, as OTLP JSON writes it"})
+    error_message = fields.String(data_key="errorMessage")
+
+
+class ExportTraceServiceResponseSchema(Answer):
+    partial_success = fields.Nested(PartialSuccessSchema, data_key="partialSuccess")
