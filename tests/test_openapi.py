@@ -19,6 +19,7 @@ STATUSES = {
     ("/v1/model-configs/usage", "get"): {200} | SECURED,
     ("/health", "get"): {200, 400, 405, 413, 500, 503},
     ("/openapi.json", "get"): {200, 400, 405, 413},
+    ("/v1/traces", "post"): {200, 415} | SECURED,
 }
 
 

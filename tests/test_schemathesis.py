@@ -5,8 +5,9 @@ to schemathesis as the spec's bearer scheme, so it also tries requests without i
 few model configurations, so that generated writes can succeed. The spec states every
 rule it can; `fit_positive` teaches the generator the few it can only state in words
 (configurations must exist, startDate before endDate, the bucket limit, month lengths,
-the span of instants once an offset is applied, no NUL character in any text), and only
-for the cases meant to be valid: invalid ones reach the server exactly as generated.
+the span of instants once an offset is applied, no NUL character in any text, that a
+protobuf body of POST /v1/traces is an ExportTraceServiceRequest), and only for the cases
+meant to be valid: invalid ones reach the server exactly as generated.
 """
 import secrets
 from datetime import date, datetime, timedelta, timezone
@@ -18,6 +19,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
 from conftest import create_config
+import otlp_spans
 from usage_server import create_app
 from usage_server.auth import create_key, hash_key
 from usage_server.storage import connect, write_transaction
@@ -56,8 +58,14 @@ CONFIG = SchemathesisConfig.from_dict({
     # OPTIONS /v1/model-usage/events also advertises GET: that is the details operation of a
     # configuration whose id is "events", documented once, under /v1/model-usage/{modelConfigId}.
     "operations": [{"include-path": "/v1/model-usage/events", "include-method": "POST",
-                    "checks": {"allow_header_conformance": {"enabled": False}}}],
+                    "checks": {"allow_header_conformance": {"enabled": False}}},
+                   # An OTLP body is bytes (any byte string is a "string" of format binary) or OTLP JSON,
+                   # whose receivers must ignore unknown fields: the schema has no invalid body to draw,
+                   # so cases it calls negative are valid requests. Undecodable bodies: tests/test_otlp.py.
+                   {"include-path": "/v1/traces", "include-method": "POST",
+                    "checks": {"negative_data_rejection": {"enabled": False}}}],
 })
+schemathesis.serializer.alias("application/x-protobuf", "application/octet-stream")  # OTLP's bytes, sent as they are
 schema = schemathesis.openapi.from_wsgi("/openapi.json", SERVED, config=CONFIG)
 
 
@@ -127,6 +135,10 @@ def fit_positive(case) -> None:
             if end - days[0] > span:  # days[0] + span is then a real date, before LAST_DATE
                 end = days[0] + span
             query["startDate"], query["endDate"] = days[0].isoformat(), end.isoformat()
+    if case.operation.path == "/v1/traces" and case.media_type == "application/x-protobuf":
+        drawn = case.body.encode() if isinstance(case.body, str) else bytes(case.body or b"")
+        hint = drawn.hex()[:64]  # random bytes are rarely a message: a span carrying them, beside a model call
+        case.body = otlp_spans.export([otlp_spans.llm(1, 1 + len(hint)), otlp_spans.span(1, 2, drawn=hint)]).SerializeToString()
     if case.method == "POST" and case.operation.path == "/v1/model-usage/events" and isinstance(case.body, dict):
         for index, event in enumerate(case.body.get("events", [])):
             if isinstance(event, dict):
