@@ -87,3 +87,18 @@ def test_postgresql_smoke_run_beside_sqlite(tmp_path, postgres):
     assert list(tmp_path.iterdir()) == []
     with psycopg.connect(postgres.superuser_url) as conn:  # the benchmark's databases dropped
         assert conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench%'").fetchall() == []
+
+
+def test_otlp_ingestion_smoke_run_prints_both_rates_their_ratio_and_the_same_usage(tmp_path):
+    """POST /v1/traces beside POST /v1/model-usage/events with the same usage: both rates and
+    their ratio are printed, and the two owners' answers are equal (timings are not checked)."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks.ingest_otlp", "--smoke", "--dir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in result.stdout.splitlines() if ":" in line}
+    events = float(lines["POST /v1/model-usage/events"].split()[0].replace(",", ""))
+    spans = float(lines["POST /v1/traces (protobuf)"].split()[0].replace(",", ""))
+    assert events > 0 and spans > 0
+    assert abs(float(lines["OTLP / events"].split("x")[0]) - spans / events) <= 0.0051  # of the unrounded rates
+    assert lines["same usage stored by both"] == "yes"
+    assert list(tmp_path.iterdir()) == []  # the temporary database deleted

@@ -149,14 +149,19 @@ def convert_ids(item) -> None:
 # --- mapping spans to events ----------------------------------------------------------------
 
 
-def scalar(value):
-    """An AnyValue's plain value (None for arrays, maps and empty values)."""
-    kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind in ("string_value", "int_value", "double_value", "bool_value") else None
+SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
 
 
 def wanted(attributes) -> dict:
-    return {kv.key: kv.value for kv in attributes if kv.key in SPAN_KEYS}
+    """The attributes the mapping reads, as plain values (None for arrays, maps and empty values)."""
+    found = {}
+    for kv in attributes:
+        key = kv.key
+        if key in SPAN_KEYS:
+            value = kv.value
+            kind = value.WhichOneof("value")
+            found[key] = getattr(value, kind) if kind in SCALARS else None
+    return found
 
 
 def usage_spans(export: ExportTraceServiceRequest) -> list[UsageSpan]:
@@ -187,10 +192,9 @@ def usage_spans(export: ExportTraceServiceRequest) -> list[UsageSpan]:
 def attribute(usage: UsageSpan, names: tuple[str, ...], resource_too: bool = False):
     for source in (usage.attributes, usage.resource) if resource_too else (usage.attributes,):
         for name in names:
-            if name in source:
-                value = scalar(source[name])
-                if value is not None and value != "":
-                    return value
+            value = source.get(name)
+            if value is not None and value != "":
+                return value
     return None
 
 
