@@ -318,16 +318,47 @@ def test_401_and_403_in_the_requests_encoding(client, make_key):
     assert_error(client.post("/v1/traces", json={}, headers=bearer(reader)), 403, "forbidden")
 
 
-@pytest.fixture
-def small_limits(engine, new_database):
-    """A server of its own whose OTLP limits are small: 64 KiB as sent, 256 KiB inflated."""
-    app = create_app({"TESTING": True, "DATABASE": new_database(engine), "OTLP_MAX_CONTENT_LENGTH": 65536,
-                      "OTLP_MAX_DECOMPRESSED_LENGTH": 262144})
+def own_server(database, **config):
+    """A server of its own with these settings, and a read/write key: (app, client, key)."""
+    app = create_app({"TESTING": True, "DATABASE": database, **config})
     conn = connect(app.config)
     with write_transaction(conn):
         _, key = create_key(conn, "acme", ["read", "write"])
     conn.close()
-    return app.test_client(), key
+    return app, app.test_client(), key
+
+
+@pytest.fixture
+def small_limits(engine, new_database):
+    """A server of its own whose OTLP limits are small: 64 KiB as sent, 256 KiB inflated."""
+    _, client, key = own_server(new_database(engine), OTLP_MAX_CONTENT_LENGTH=65536, OTLP_MAX_DECOMPRESSED_LENGTH=262144)
+    return client, key
+
+
+class Abandoned(Exception):
+    """Leaves a write transaction without committing it."""
+
+
+def test_a_busy_database_is_a_retryable_503_with_retry_after(engine, new_database):
+    """Another writer holds the write lock: the export is answered 503 with Retry-After (a
+    google.rpc.Status for protobuf), stores nothing, and the retry stores it."""
+    app, client, key = own_server(new_database(engine), BUSY_TIMEOUT_MS=200)
+    message = export([llm(1, 1)])
+    other = connect(app.config)
+    try:
+        with write_transaction(other):
+            response = send(client, key, message)
+            assert response.status_code == 503 and status(response).code == 14
+            assert response.headers["Retry-After"] == str(app.config["RETRY_AFTER_SECONDS"])
+            assert_error(send(client, key, message, "json"), 503, "service_unavailable")
+            raise Abandoned
+    except Abandoned:
+        pass
+    finally:
+        other.close()
+    assert usage(client, key)["summary"]["totalRequests"] == 0
+    accepted(send(client, key, message))
+    assert usage(client, key)["summary"]["totalRequests"] == 1
 
 
 def text_spans(count: int, text_bytes: int) -> list:
