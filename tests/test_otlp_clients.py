@@ -37,7 +37,8 @@ def client_env(base: str, key: str) -> dict:
 def run_client(args: list[str], env: dict) -> str:
     result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Failed to export" not in result.stderr and "error" not in result.stderr.lower(), result.stderr[-3000:]
+    for failure in ("Failed to export", "Traceback", "Exception"):
+        assert failure not in result.stderr, result.stderr[-3000:]
     return result.stdout
 
 
