@@ -18,6 +18,7 @@ import requests
 from conftest import FROZEN_NOW, assert_error, bearer, create_config, post_events
 from gunicorn_server import gunicorn
 from oracle import event_cost_micros, expected_usage, parse_instant
+from otlp_spans import export, llm, otlp_json
 from owners import app, make_key  # noqa: F401 (one database for the module)
 from support import catalogue_prices, prepare_database
 from usage_server import create_app
@@ -657,7 +658,8 @@ def test_read_only_keys_get_403_on_every_write_endpoint(app, client, make_key):
     writer, reader = make_key("acme"), make_key("acme", ["read"])
     create_config(client, writer, "cfg_a")
     bodies = {"/v1/model-configs": {"id": "cfg_b", "modelId": "gpt-4o", "provider": "OpenAI"},
-              "/v1/model-usage/events": {"events": [event(1)]}}
+              "/v1/model-usage/events": {"events": [event(1)]},
+              "/v1/traces": json.loads(otlp_json(export([llm(1, 1)])))}
     write_rules = [rule.rule for rule in app.url_map.iter_rules() if "POST" in rule.methods]
     assert sorted(write_rules) == sorted(bodies)  # a new write endpoint must be added here
     before = snapshot(client, reader)
