@@ -188,15 +188,17 @@ def test_spans_that_cannot_be_stored_are_rejected_one_by_one(client, make_key):
         llm(1, 5, usage__billing_source="someone"),
         llm(1, 6, input_tokens="many"),
         llm(1, 7, input_tokens=12, output_tokens=3),  # stored
+        llm(1, 8, output_tokens="\u00b2"),  # a digit to str.isdigit, not to int()
+        llm(1, 9, input_tokens="40", output_tokens=2.0),  # digits in a string, a whole double: stored
     ])
     for encoding in ("protobuf", "json"):
         answer = accepted(send(client, key, message, encoding))
-        assert answer.partial_success.rejected_spans == 5
+        assert answer.partial_success.rejected_spans == 6
         for needle in ("cfg_missing", "gen_ai.usage.input_tokens", "cache", "usage.billing_source", event_id(1, 2)):
             assert needle in answer.partial_success.error_message
     summary = usage(client, key)["summary"]
-    assert (summary["totalRequests"], summary["totalTokens"]) == (2, 120 + 15)
-    assert [item["id"] for item in recent(client, key, "openai.gpt-4o")] == [event_id(1, 1), event_id(1, 7)]
+    assert (summary["totalRequests"], summary["totalTokens"]) == (3, 120 + 15 + 42)
+    assert [item["id"] for item in recent(client, key, "openai.gpt-4o")] == [event_id(1, 1), event_id(1, 7), event_id(1, 9)]
 
 
 def test_a_parent_repeating_its_childrens_usage_is_not_counted(client, make_key):

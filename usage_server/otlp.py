@@ -204,7 +204,7 @@ def token_count(usage: UsageSpan, names: tuple[str, ...]) -> int:
         return 0
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if type(value) is not int or not 0 <= value <= MAX_TOKENS:
         raise Rejected(f"{names[0]} must be an integer from 0 to {MAX_TOKENS}")
