@@ -46,7 +46,7 @@ def create_app(test_config=None, prepare_database=True):
     app.register_blueprint(docs.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(budget_views.bp)
-    webhooks.init_app(app, serve=prepare_database)
+    webhooks.init_app(app)
     return app
 
 

@@ -1,8 +1,8 @@
 """Signed webhooks for budget alerts: safe destinations, signing, and delivery from an outbox.
 
 Alerts are written to the webhook_delivery table in the transaction that raises them. Each
-server process runs one background thread (started by the app factory, never in a request)
-that claims a due delivery by leasing its row in a write transaction, so one process at a
+server process runs one background thread (started with the app wsgi.py makes, never in a
+request) that claims a due delivery by leasing its row in a write transaction, so one process at a
 time delivers an alert, across workers and hosts; it POSTs it, then records the attempt.
 A failed attempt is retried after the next delay of WEBHOOK_BACKOFF_SECONDS; after the last
 one the delivery is `failed`. A process that dies mid-attempt leaves a lease that expires
@@ -43,7 +43,7 @@ DEFAULTS = {
     "WEBHOOK_POLL_SECONDS": 2,  # how often each process looks for due deliveries
     "WEBHOOK_TIMEOUT_SECONDS": 5,  # per attempt: connect, send, and each read
     "WEBHOOK_LEASE_SECONDS": 60,  # a claimed delivery is left alone this long
-    "WEBHOOK_DELIVERY": None,  # run the delivery thread: by default, unless TESTING
+    "WEBHOOK_DELIVERY": True,  # whether a server process (wsgi.py) runs the delivery thread
 }
 MAX_ERROR = 300  # characters of lastError
 
@@ -167,6 +167,8 @@ def now_us() -> int:
 def claim(conn, config) -> tuple[str, str] | None:
     """Lease one due delivery: (alert id, lease token), or None when nothing is due."""
     current, token = now_us(), secrets.token_hex(8)
+    if conn.execute(sql.DUE_DELIVERY, {"now_us": current}).fetchone() is None:
+        return None  # the usual poll: one read, no write lock
     with write_transaction(conn):
         row = conn.execute(sql.DUE_DELIVERY, {"now_us": current}).fetchone()
         if row is None:
@@ -243,7 +245,8 @@ _deliverers_lock = threading.Lock()
 
 
 def ensure_delivery(app) -> None:
-    """Start this process's delivery thread for the app's database once (again after a fork)."""
+    """Start this process's delivery thread for the app's database once (again in a worker
+    forked after the app was made, as under gunicorn --preload)."""
     key = (os.getpid(), app.config["DATABASE"])
     if key in _deliverers:
         return
@@ -253,16 +256,17 @@ def ensure_delivery(app) -> None:
             deliverer.thread.start()
 
 
-def init_app(app, serve: bool) -> None:
-    """Settings, and the delivery thread of a server (`serve`: not a command; not under
-    TESTING unless WEBHOOK_DELIVERY says so)."""
+def serve(app) -> None:
+    """Deliver webhooks from this server process (wsgi.py calls it for every gunicorn worker),
+    unless WEBHOOK_DELIVERY is false. Never started by tests' apps or by commands."""
+    enabled = app.config["WEBHOOK_DELIVERY"]
+    if isinstance(enabled, str):
+        enabled = enabled.strip().lower() not in ("0", "false", "no", "off", "")
+    if enabled is None or enabled:
+        ensure_delivery(app)
+        app.before_request(lambda: ensure_delivery(app))
+
+
+def init_app(app) -> None:
     for name, value in DEFAULTS.items():
         app.config.setdefault(name, value)
-    enabled = app.config["WEBHOOK_DELIVERY"]
-    if enabled is None:
-        enabled = serve and not app.testing
-    elif isinstance(enabled, str):
-        enabled = enabled.strip().lower() not in ("0", "false", "no", "off", "")
-    if enabled:
-        ensure_delivery(app)
-        app.before_request(lambda: ensure_delivery(app))  # a worker forked after the app was made
