@@ -166,6 +166,12 @@ def custom_fields(self, field, ret=None, **kwargs) -> dict:
                 "example": "2024-06-01T14:22:00Z"}
     if isinstance(field, schemas.StrictNumber):
         return {"type": "number", "minimum": 0, "maximum": field.maximum}
+    if isinstance(field, budget_schemas.Amount):
+        return {"type": "number", "minimum": 0.000001, "maximum": budget_schemas.MAX_AMOUNT_USD}
+    if isinstance(field, budget_schemas.WebhookUrl):
+        return {"type": "string", "maxLength": budget_schemas.MAX_URL, "example": "https://example.com/hooks/budget",
+                "description": "http(s) URL with a host, no credentials; a host resolving to a loopback, private "
+                               "or link-local address is refused unless listed in USAGE_SERVER_WEBHOOK_ALLOW"}
     if isinstance(field, schemas.ZoneName):
         return {"enum": sorted(schemas.available_zone_names()), "example": "America/Los_Angeles"}
     if "pattern" in (ret or {}):
