@@ -444,3 +444,19 @@ def test_the_secret_is_shown_once_and_never_logged(hook_app, hook_key, caplog):
                  get_json(client, hook_key, f"/v1/budgets/{made['id']}/alerts")):
         assert secret not in json.dumps(body) and "webhookSecret" not in json.dumps(body)
     assert "webhook delivery" in caplog.text and secret not in caplog.text
+
+
+def test_a_lease_holds_off_other_processes_until_it_expires(hook_app, hook_key):
+    """A process that claimed a delivery and died: its lease keeps others off until it ends."""
+    client = hook_app.test_client()
+    with Receiver() as receiver:
+        for name in ("held", "expired", "free"):
+            create_budget(client, hook_key, name=name, amount=1, thresholds=[100], webhookUrl=receiver.url())
+        post_events(client, hook_key, [event("big", datetime.now(UTC), 2_000_000)])
+        dead = connect(hook_app.config)
+        held, _ = webhooks.claim(dead, {**hook_app.config, "WEBHOOK_LEASE_SECONDS": 3600})
+        expired, _ = webhooks.claim(dead, {**hook_app.config, "WEBHOOK_LEASE_SECONDS": 0})  # ends at once
+        dead.close()
+        assert webhooks.deliver_due(hook_app.config) == 2
+        delivered = {json.loads(request["body"])["id"] for request in receiver.wait_for(2)}
+    assert expired in delivered and held not in delivered and len(delivered) == 2
