@@ -53,8 +53,8 @@ class UnsafeDestination(ValueError):
 
 
 def allowed_hosts(config) -> set[str]:
-    value = config.get("WEBHOOK_ALLOW") or ""
-    names = value.split(",") if isinstance(value, str) else value
+    value = config.get("WEBHOOK_ALLOW") or ""  # "a,b", or a list; from the environment maybe a number
+    names = value if isinstance(value, (list, tuple)) else str(value).split(",")
     return {name.strip().lower().strip("[]") for name in names if name.strip()}
 
 
