@@ -2,11 +2,14 @@
 GET /v1/model-usage), alerts raised exactly once in the write transaction, and webhooks
 delivered in process (deliver_due, no thread, no clock) with retries, signatures and safe
 destinations. Every test runs on both engines."""
+import gzip
 import json
 import logging
+import shutil
 import socket
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,6 +21,9 @@ from usage_server.auth import create_key
 from usage_server.storage import connect, write_transaction
 
 UTC = timezone.utc
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RELEASE_0_1_0 = FIXTURES / "release-0.1.0.sqlite"
+RECORDED = json.loads(gzip.decompress((FIXTURES / "release-0.1.0.json.gz").read_bytes()))
 
 
 def at(text: str) -> datetime:
@@ -460,3 +466,21 @@ def test_a_lease_holds_off_other_processes_until_it_expires(hook_app, hook_key):
         assert webhooks.deliver_due(hook_app.config) == 2
         delivered = {json.loads(request["body"])["id"] for request in receiver.wait_for(2)}
     assert expired in delivered and held not in delivered and len(delivered) == 2
+
+
+def test_a_release_0_1_0_database_takes_budgets_after_its_upgrade(tmp_path, clock):
+    """The upgraded fixture: a budget's spent is the report's total for the month, and new
+    usage raises its alert."""
+    path = tmp_path / "usage.sqlite"
+    shutil.copyfile(RELEASE_0_1_0, path)
+    client = create_app({"TESTING": True, "DATABASE": str(path), "FAST_TIMEZONES": RECORDED["fastTimezones"]}).test_client()
+    key = RECORDED["keys"]["acme"]
+    clock.now = datetime.fromisoformat(RECORDED["now"])
+    report = client.get("/v1/model-usage", query_string={"startDate": "2026-03-01", "endDate": "2026-03-31",
+                                                          "timezone": "Asia/Kolkata"}, headers=bearer(key)).get_json()
+    spent = round(report["summary"]["totalCost"] * 10**6)
+    budget = create_budget(client, key, period="month", timezone="Asia/Kolkata", amount=(spent + 1_000_000) / 10**6,
+                           thresholds=[100])
+    assert budget["current"]["spent"] == spent / 10**6 and budget["current"]["crossed"] == []
+    post_events(client, key, [event("after-upgrade", clock.now, 1_000_000)])
+    assert [alert["threshold"] for alert in alerts(client, key, budget["id"])] == [100]
