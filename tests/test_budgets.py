@@ -484,3 +484,17 @@ def test_a_release_0_1_0_database_takes_budgets_after_its_upgrade(tmp_path, cloc
     assert budget["current"]["spent"] == spent / 10**6 and budget["current"]["crossed"] == []
     post_events(client, key, [event("after-upgrade", clock.now, 1_000_000)])
     assert [alert["threshold"] for alert in alerts(client, key, budget["id"])] == [100]
+
+
+def test_copy_to_carries_budgets_alerts_and_pending_deliveries(hook_app, hook_key, tmp_path, clock):
+    clock.now = datetime.now(UTC)  # one instant for both answers' forecasts
+    client = hook_app.test_client()
+    with Receiver() as receiver:
+        budget, _ = cross(hook_app, hook_key, receiver)
+    target = str(tmp_path / "copy.sqlite")
+    result = hook_app.test_cli_runner().invoke(args=["copy-to", target])
+    assert result.exit_code == 0, result.output
+    assert "budget: 1 new of 1" in result.output and "webhook_delivery: 1 new of 1" in result.output
+    copied = create_app({"TESTING": True, "DATABASE": target}).test_client()
+    assert get_json(copied, hook_key, f"/v1/budgets/{budget['id']}") == get_json(client, hook_key, f"/v1/budgets/{budget['id']}")
+    assert alerts(copied, hook_key, budget["id"]) == alerts(client, hook_key, budget["id"])

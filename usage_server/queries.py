@@ -437,6 +437,15 @@ COPIED_TABLES = {
                                  "billing_source", "fingerprint")),
 }
 
+COPIED_TABLES.update({  # budgets, their alerts and the webhook outbox, after the rows they refer to
+    "budget": (1, ("id",), ("id", "owner_id", "name", "amount_micros", "period", "timezone", "config_id",
+                            "thresholds", "webhook_url", "webhook_secret", "created_at")),
+    "budget_alert": (1, ("id",), ("id", "budget_id", "period_start", "period_end", "threshold", "spent_micros",
+                                  "crossed_at", "raised")),
+    "webhook_delivery": (1, ("alert_id",), ("alert_id", "state", "attempts", "next_attempt_us", "lease_until_us",
+                                            "lease_token", "last_error", "delivered_at")),
+})
+
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
