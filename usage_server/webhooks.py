@@ -227,17 +227,29 @@ class Deliverer:
 
     def __init__(self, config):
         self.config = dict(config)
-        self.pid = os.getpid()
         self.thread = threading.Thread(target=self.run, name="usage-server-webhooks", daemon=True)
 
     def run(self) -> None:
-        interval = float(self.config["WEBHOOK_POLL_SECONDS"])
+        """Poll with one kept connection; after a database error, a new one at the next poll."""
+        interval, conn = float(self.config["WEBHOOK_POLL_SECONDS"]), None
         while True:
             time.sleep(interval)
             try:
-                deliver_due(self.config)
+                if conn is None:
+                    conn = connect(self.config)
+                while deliver_one(conn, self.config):
+                    pass
             except Exception:  # a database outage: try again at the next poll
                 log.exception("webhook delivery poll failed")
+                conn = close_quietly(conn)
+
+
+def close_quietly(conn) -> None:
+    try:
+        if conn is not None:
+            conn.close()
+    except Exception:  # already broken: nothing more to release
+        pass
 
 
 _deliverers: dict = {}
