@@ -54,7 +54,7 @@ def check_start_up() -> None:
     from usage_server.storage import DatabaseSetupError, redacted
 
     try:
-        create_app({"WEBHOOK_DELIVERY": False})  # a check: it delivers nothing
+        create_app()
     except DatabaseSetupError as exc:
         database = redacted(os.environ.get("USAGE_SERVER_DATABASE", ""))
         sys.exit(f"Error: {exc.format_message()}" + (f" (USAGE_SERVER_DATABASE={database})" if database else ""))
