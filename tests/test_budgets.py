@@ -267,7 +267,7 @@ def test_a_budget_counts_only_its_configuration_and_its_owner(client, key, clock
     assert get_json(client, key, f"/v1/budgets/{scoped['id']}")["current"]["spent"] == 0
 
 
-def test_an_owner_without_budgets_costs_the_batch_one_query(app, client, key, clock, monkeypatch):
+def test_an_owner_without_budgets_costs_the_batch_no_spent_computation(app, client, key, clock, monkeypatch):
     """raise_budget_alerts reads the owner's budgets and stops when there are none: no spent computed."""
     seen = []
     real = budgets.spent_micros
