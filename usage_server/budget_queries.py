@@ -39,14 +39,15 @@ WHERE budget_id = :id
 """
 
 INSERT_ALERT = """
-INSERT INTO budget_alert (id, budget_id, period_start, period_end, threshold, spent_micros, crossed_at, raised)
-VALUES (:id, :budget_id, :period_start, :period_end, :threshold, :spent_micros, :crossed_at, :raised)
-ON CONFLICT (budget_id, period_start, threshold) DO NOTHING
+INSERT INTO budget_alert (owner_id, id, budget_id, period_start, period_end, threshold, spent_micros, crossed_at,
+                          raised)
+VALUES (:owner_id, :id, :budget_id, :period_start, :period_end, :threshold, :spent_micros, :crossed_at, :raised)
+ON CONFLICT (owner_id, budget_id, period_start, threshold) DO NOTHING
 """
 
 INSERT_DELIVERY = """
-INSERT INTO webhook_delivery (alert_id, state, attempts, next_attempt_us)
-VALUES (:alert_id, 'pending', 0, :next_attempt_us)
+INSERT INTO webhook_delivery (owner_id, alert_id, state, attempts, next_attempt_us)
+VALUES (:owner_id, :alert_id, 'pending', 0, :next_attempt_us)
 """
 
 BUDGET_ALERTS = """

@@ -127,12 +127,13 @@ def insert_alert(db: Connection, budget, period: Period, threshold: int, spent: 
     of a budget with a webhook also goes into the outbox, due at once."""
     alert_id = f"alr_{secrets.token_hex(10)}"
     inserted = db.execute(sql.INSERT_ALERT, {
-        "id": alert_id, "budget_id": budget["id"], "period_start": period.start, "period_end": period.end,
+        "owner_id": budget["owner_id"], "id": alert_id, "budget_id": budget["id"], "period_start": period.start, "period_end": period.end,
         "threshold": threshold, "spent_micros": spent, "crossed_at": iso_instant(int(now.timestamp() * 1000) * 1000),
         "raised": int(raised),
     }).rowcount
     if inserted and raised and budget["webhook_url"]:
-        db.execute(sql.INSERT_DELIVERY, {"alert_id": alert_id, "next_attempt_us": int(now.timestamp() * 1_000_000)})
+        db.execute(sql.INSERT_DELIVERY, {"owner_id": budget["owner_id"], "alert_id": alert_id,
+                                         "next_attempt_us": int(now.timestamp() * 1_000_000)})
     return bool(inserted)
 
 

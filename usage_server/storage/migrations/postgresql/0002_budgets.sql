@@ -3,7 +3,7 @@
 
 CREATE TABLE budget (
     owner_id        BIGINT NOT NULL REFERENCES owner (id),
-    id              TEXT COLLATE "C" PRIMARY KEY,   -- bud_ + random
+    id              TEXT COLLATE "C" NOT NULL,      -- bud_ + random
     name            TEXT NOT NULL,
     amount_micros   BIGINT NOT NULL,
     period          TEXT COLLATE "C" NOT NULL CHECK (period IN ('day', 'week', 'month')),
@@ -12,7 +12,8 @@ CREATE TABLE budget (
     thresholds      TEXT NOT NULL,                  -- JSON list of percents, ascending
     webhook_url     TEXT,
     webhook_secret  TEXT,                           -- for signing only, never shown again
-    created_at      TEXT COLLATE "C" NOT NULL
+    created_at      TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (owner_id, id)
 );
 
 CREATE INDEX budget_by_owner ON budget (owner_id, created_at);
@@ -20,28 +21,35 @@ CREATE INDEX budget_by_owner ON budget (owner_id, created_at);
 -- One row per budget, period and threshold reached: the unique key makes each exactly once.
 -- `raised` = 0 marks a threshold already reached when the budget was made (no alert).
 CREATE TABLE budget_alert (
-    id            TEXT COLLATE "C" PRIMARY KEY,     -- alr_ + random, stable across retries
-    budget_id     TEXT COLLATE "C" NOT NULL REFERENCES budget (id) ON DELETE CASCADE,
+    owner_id      BIGINT NOT NULL,
+    id            TEXT COLLATE "C" NOT NULL,     -- alr_ + random, stable across retries
+    budget_id     TEXT COLLATE "C" NOT NULL,
     period_start  BIGINT NOT NULL,
     period_end    BIGINT NOT NULL,
     threshold     INTEGER NOT NULL,
     spent_micros  BIGINT NOT NULL,
     crossed_at    TEXT COLLATE "C" NOT NULL,
     raised        INTEGER NOT NULL,
-    UNIQUE (budget_id, period_start, threshold)
+    PRIMARY KEY (owner_id, id),
+    UNIQUE (owner_id, budget_id, period_start, threshold),
+    FOREIGN KEY (owner_id, budget_id) REFERENCES budget (owner_id, id) ON DELETE CASCADE
 );
 
 -- The webhook outbox: a process claims a due row by setting a lease (lease_token,
 -- lease_until_us), so one process at a time delivers an alert.
 CREATE TABLE webhook_delivery (
-    alert_id         TEXT COLLATE "C" PRIMARY KEY REFERENCES budget_alert (id) ON DELETE CASCADE,
+    owner_id         BIGINT NOT NULL,
+    alert_id         TEXT COLLATE "C" NOT NULL,
     state            TEXT COLLATE "C" NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_us  BIGINT NOT NULL,
     lease_until_us   BIGINT NOT NULL DEFAULT 0,
     lease_token      TEXT COLLATE "C",
     last_error       TEXT,
-    delivered_at     TEXT COLLATE "C"
+    delivered_at     TEXT COLLATE "C",
+    PRIMARY KEY (owner_id, alert_id),
+    FOREIGN KEY (owner_id, alert_id) REFERENCES budget_alert (owner_id, id) ON DELETE CASCADE
 );
 
-CREATE INDEX webhook_delivery_due ON webhook_delivery (state, next_attempt_us);
+-- No index for the poll of due deliveries: every index of owner data leads with owner_id
+-- (docs/scaling.md), and the outbox holds a few rows per budget and period.
