@@ -605,3 +605,48 @@ def test_largest_range_is_drawn_once_and_hover_or_resize_ask_for_nothing(open_pa
     assert len(fresh) == asked
     assert_shows(page, body)
     shoot(page, "largest-range")
+
+
+def test_the_budgets_panel_shows_each_budgets_bar_and_its_alerts_delivery_state(open_page, own_live):
+    """Writes budgets and usage: on a database of its own. The budgets' "now" is the real one."""
+    write = {"Authorization": f"Bearer {own_live.write_key}"}
+    made = []
+    for body in ({"name": "Team month", "amount": 1, "period": "month", "thresholds": [50, 80, 100],
+                  "webhookUrl": "https://93.184.216.34/hooks/budget"},  # public: accepted, never called here
+                 {"name": "Summarizer day", "amount": 100, "period": "day", "modelConfigId": "cfg_summarizer",
+                  "timezone": "America/New_York"}):
+        response = requests.post(own_live.url + "/v1/budgets", json=body, headers=write, timeout=120)
+        assert response.status_code == 201, response.text
+        made.append(response.json())
+    event = {"id": "budget-crossing", "timestamp": datetime.now(ZoneInfo("UTC")).isoformat(),
+             "modelConfigId": "cfg_summarizer", "promptTokens": 10, "completionTokens": 5, "cost": 0.9}
+    assert requests.post(own_live.url + "/v1/model-usage/events", json={"events": [event]}, headers=write,
+                         timeout=120).json()["accepted"] == 1
+    page = open_page(server=own_live)
+    enter_key(page, own_live.key)
+    wait_loaded(page)
+    read = {"Authorization": f"Bearer {own_live.key}"}
+    listed = requests.get(own_live.url + "/v1/budgets", headers=read, timeout=120).json()["data"]
+    expect(page.locator("#budgets-list .budget")).to_have_count(len(listed))
+    for budget in listed:
+        card = page.locator(f'.budget[data-budget-id="{budget["id"]}"]')
+        expect(card.locator("h3")).to_have_text(budget["name"])
+        percent = budget["current"]["percentUsed"]
+        expect(card.locator(".budget-percent")).to_have_text(f"{int(percent) if percent == int(percent) else percent}%")
+        expect(card.locator(".mark")).to_have_count(len(budget["thresholds"]))
+        expect(card.locator(".mark.crossed")).to_have_count(len(budget["current"]["crossed"]))
+        alerts = requests.get(f'{own_live.url}/v1/budgets/{budget["id"]}/alerts', headers=read, timeout=120).json()
+        items = card.locator(".budget-alerts li[data-alert-id]")
+        expect(items).to_have_count(min(5, alerts["total"]))
+        for index, alert in enumerate(alerts["data"][:5]):
+            expect(items.nth(index).locator(".alert-threshold")).to_have_text(f'{alert["threshold"]}% reached')
+            state = alert["delivery"]["state"] if alert["delivery"] else "none"
+            expect(items.nth(index).locator(".badge")).to_have_class(re.compile(rf"\b{state}\b"))
+    team = page.locator(f'.budget[data-budget-id="{made[0]["id"]}"]')
+    expect(team.locator(".budget-alerts li[data-alert-id] .badge")).to_have_text(
+        ["pending · 0 attempts", "pending · 0 attempts"])  # 80 % then 50 %, newest first
+    current = next(budget for budget in listed if budget["id"] == made[0]["id"])["current"]
+    scale = max(1, current["spent"], current["forecast"])  # the bar ends at the largest of amount, spent, forecast
+    share = team.locator(".spent").evaluate("n => n.getBoundingClientRect().width / n.parentElement.getBoundingClientRect().width")
+    assert abs(share - current["spent"] / scale) < 0.01
+    shoot(page, "budgets")

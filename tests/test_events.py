@@ -659,7 +659,8 @@ def test_read_only_keys_get_403_on_every_write_endpoint(app, client, make_key):
     create_config(client, writer, "cfg_a")
     bodies = {"/v1/model-configs": {"id": "cfg_b", "modelId": "gpt-4o", "provider": "OpenAI"},
               "/v1/model-usage/events": {"events": [event(1)]},
-              "/v1/traces": json.loads(otlp_json(export([llm(1, 1)])))}
+              "/v1/traces": json.loads(otlp_json(export([llm(1, 1)]))),
+              "/v1/budgets": {"name": "b", "amount": 1, "period": "day"}}
     write_rules = [rule.rule for rule in app.url_map.iter_rules() if "POST" in rule.methods]
     assert sorted(write_rules) == sorted(bodies)  # a new write endpoint must be added here
     before = snapshot(client, reader)

@@ -20,6 +20,11 @@ STATUSES = {
     ("/health", "get"): {200, 400, 405, 413, 500, 503},
     ("/openapi.json", "get"): {200, 400, 405, 413},
     ("/v1/traces", "post"): {200, 415} | SECURED,
+    ("/v1/budgets", "post"): {201} | SECURED,
+    ("/v1/budgets", "get"): {200} | SECURED,
+    ("/v1/budgets/{budgetId}", "get"): {200, 404} | SECURED,
+    ("/v1/budgets/{budgetId}", "delete"): {204, 404} | SECURED,
+    ("/v1/budgets/{budgetId}/alerts", "get"): {200, 404} | SECURED,
 }
 
 

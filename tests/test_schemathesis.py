@@ -4,10 +4,11 @@ The app runs on a database of its own, once per engine, holding a read+write key
 to schemathesis as the spec's bearer scheme, so it also tries requests without it) and a
 few model configurations, so that generated writes can succeed. The spec states every
 rule it can; `fit_positive` teaches the generator the few it can only state in words
-(configurations must exist, startDate before endDate, the bucket limit, month lengths,
-the span of instants once an offset is applied, no NUL character in any text, that a
-protobuf body of POST /v1/traces is an ExportTraceServiceRequest), and only for the cases
-meant to be valid: invalid ones reach the server exactly as generated.
+(configurations must exist, startDate before endDate, the bucket limit, month lengths, a
+webhook's host must be public, the span of instants once an offset is applied, no NUL
+character in any text, that a protobuf body of POST /v1/traces is an
+ExportTraceServiceRequest), and only for the cases meant to be valid: invalid ones reach the
+server exactly as generated.
 """
 import secrets
 from datetime import date, datetime, timedelta, timezone
@@ -139,6 +140,11 @@ def fit_positive(case) -> None:
         drawn = case.body.encode() if isinstance(case.body, str) else bytes(case.body or b"")
         hint = drawn.hex()[:64]  # random bytes are rarely a message: a span carrying them, beside a model call
         case.body = otlp_spans.export([otlp_spans.llm(1, 1 + len(hint)), otlp_spans.span(1, 2, drawn=hint)]).SerializeToString()
+    if case.method == "POST" and case.operation.path == "/v1/budgets" and isinstance(case.body, dict):
+        if "modelConfigId" in case.body:  # one of the owner's configurations
+            case.body["modelConfigId"] = CONFIG_IDS[0]
+        if "webhookUrl" in case.body:  # a URL of a public address (resolved without DNS, never called here)
+            case.body["webhookUrl"] = "https://93.184.216.34/hooks/budget"
     if case.method == "POST" and case.operation.path == "/v1/model-usage/events" and isinstance(case.body, dict):
         for index, event in enumerate(case.body.get("events", [])):
             if isinstance(event, dict):

@@ -32,6 +32,7 @@ def create_app(test_config=None, prepare_database=True):
     app.json.sort_keys = False
 
     from . import api, auth, cli, dashboard, docs, errors, openapi, otlp, startup, storage
+    from . import budget_views, webhooks
 
     storage.init_app(app)
     app.config["DATA_SOURCE"] = app.config["DATA_SOURCE"] or f"usage-server-{storage.engine_name(app.config['DATABASE'])}"
@@ -45,6 +46,8 @@ def create_app(test_config=None, prepare_database=True):
     app.register_blueprint(docs.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(otlp.bp)
+    app.register_blueprint(budget_views.bp)
+    webhooks.init_app(app)
     return app
 
 

@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass
 
 from . import queries
+from .budgets import raise_budget_alerts
 from .money import priced_cost, usd_to_micros
 from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE, local_serves
 from .storage import Connection, Row, unavailable_reason, write_transaction
@@ -93,6 +94,7 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
         )
     }
     rows = []
+    stored_at: dict[str, list[int]] = {}  # config id -> instants of the events stored now, for the budgets
     finest = {}  # (slot of the finest grain, series) -> sums; every coarser slot is a sum of these
     for event in events:
         fingerprint = event.fingerprint()
@@ -106,6 +108,7 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
             price = prices.get(event.config_id)
             cost, priced = (priced_cost(event.prompt_tokens, event.completion_tokens, *price), 1) if price else (0, 0)
         series_id = series[event.config_id]
+        stored_at.setdefault(event.config_id, []).append(event.ts_us)
         rows.append((owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens, event.completion_tokens,
                      event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint))
         platform = event.billing_source == "platform"
@@ -129,6 +132,7 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
         for key, slots in local_rollups(finest, offsets).items():
             db.executemany(queries.UPSERT_LOCAL[key], [(owner_id, *slot, *sums) for slot, sums in slots.items()])
         db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+        raise_budget_alerts(db, owner_id, stored_at)
     result.accepted = len(rows)
     return result
 

@@ -9,13 +9,13 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
 
-from . import __version__, schemas
+from . import __version__, budget_schemas, schemas
 from .auth import KEY_PATTERN
 
 bp = Blueprint("openapi", __name__)
 
 UNDOCUMENTED = {"static", "docs.page", "dashboard.page"}  # pages for people and their assets, not the API
-PATH_NAMES = {"config_id": "modelConfigId"}  # Flask variable -> the contract's parameter name
+PATH_NAMES = {"config_id": "modelConfigId", "budget_id": "budgetId"}  # Flask variable -> the contract's parameter name
 # What the date and instant fields accept, as patterns a generator can draw from: years from
 # 1970 and field ranges spelled out (the server also checks the calendar and the upper bound).
 YEAR, MONTH, DAY = "(19[7-9][0-9]|[2-9][0-9]{3})", "(0[1-9]|1[0-2])", "(0[1-9]|[12][0-9]|3[01])"
@@ -35,7 +35,7 @@ ERRORS = {
     401: ("Unauthorized", "missing, malformed, unknown or revoked key (one identical answer for all)",
           {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}),
     403: ("Forbidden", "the key lacks the scope this operation needs", {}),
-    404: ("NotFound", "no such model configuration for this key's owner", {}),
+    404: ("NotFound", "no such model configuration (or budget) for this key's owner", {}),
     405: ("MethodNotAllowed", "the path does not take this method; `Allow` lists those it takes",
           {"Allow": {"required": True, "schema": {"type": "string"}}}),
     409: ("Conflict", "the owner already has a model configuration with this id", {}),
@@ -94,6 +94,39 @@ OPERATIONS = {
         "tags": ["model configurations"], "scope": "read",
         "ok": (200, "ConfigUsageList"), "errors": READ,
     },
+    ("budgets.create", "post"): {
+        "summary": "Create a budget: an amount per day, week or month, with threshold alerts",
+        "description": "Scope: write. The answer alone holds `webhookSecret` when `webhookUrl` is given. "
+                       "A webhook host that resolves to a loopback, private or link-local address is a 400 "
+                       "unless listed in USAGE_SERVER_WEBHOOK_ALLOW.",
+        "tags": ["budgets"], "scope": "write",
+        "body": budget_schemas.BudgetSchema,
+        "ok": (201, "BudgetOut"), "errors": WRITE,
+    },
+    ("budgets.list_all", "get"): {
+        "summary": "The owner's budgets, each with its current period's spending",
+        "description": "Scope: read.",
+        "tags": ["budgets"], "scope": "read",
+        "ok": (200, "BudgetList"), "errors": READ,
+    },
+    ("budgets.show", "get"): {
+        "summary": "A budget with its current period's spending",
+        "description": "Scope: read. Another owner's or an unknown id: 404.",
+        "tags": ["budgets"], "scope": "read",
+        "ok": (200, "BudgetOut"), "errors": READ + [404],
+    },
+    ("budgets.delete", "delete"): {
+        "summary": "Delete a budget, its alerts and their pending deliveries",
+        "description": "Scope: write. Another owner's or an unknown id: 404.",
+        "tags": ["budgets"], "scope": "write",
+        "ok": (204, None), "errors": WRITE + [404],
+    },
+    ("budgets.alerts", "get"): {
+        "summary": "A budget's threshold alerts, newest first, with their webhook delivery state",
+        "description": "Scope: read. Another owner's or an unknown id: 404.",
+        "tags": ["budgets"], "scope": "read",
+        "ok": (200, "AlertList"), "errors": READ + [404],
+    },
     ("api.health", "get"): {
         "summary": "The storage engine, its version and the settings in effect; 503 when the database is unusable",
         "description": "No key needed.",
@@ -127,6 +160,8 @@ COMPONENTS = {
     "ModelConfigList": schemas.ModelConfigListSchema, "ConfigUsageList": schemas.ConfigUsageListSchema,
     "IngestResult": schemas.IngestResultSchema, "Health": schemas.HealthSchema,
     "ExportTraceServiceResponse": schemas.ExportTraceServiceResponseSchema,
+    "Budget": budget_schemas.BudgetSchema, "BudgetOut": budget_schemas.BudgetOutSchema,
+    "BudgetList": budget_schemas.BudgetListSchema, "AlertList": budget_schemas.AlertListSchema,
 }
 PROTOBUF = {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}}
 OTLP_BODY = {"required": True, "content": {
@@ -149,6 +184,12 @@ def custom_fields(self, field, ret=None, **kwargs) -> dict:
                 "example": "2024-06-01T14:22:00Z"}
     if isinstance(field, schemas.StrictNumber):
         return {"type": "number", "minimum": 0, "maximum": field.maximum}
+    if isinstance(field, budget_schemas.Amount):
+        return {"type": "number", "minimum": 0.000001, "maximum": budget_schemas.MAX_AMOUNT_USD}
+    if isinstance(field, budget_schemas.WebhookUrl):
+        return {"type": "string", "maxLength": budget_schemas.MAX_URL, "example": "https://example.com/hooks/budget",
+                "description": "http(s) URL with a host, no credentials; a host resolving to a loopback, private "
+                               "or link-local address is refused unless listed in USAGE_SERVER_WEBHOOK_ALLOW"}
     if isinstance(field, schemas.ZoneName):
         return {"enum": sorted(schemas.available_zone_names()), "example": "America/Los_Angeles"}
     if "pattern" in (ret or {}):
@@ -169,7 +210,9 @@ def operation(doc: dict, path_params: list[str]) -> dict:
     """One operation object: parameters, body, the success answer and every error it can give."""
     status, schema = doc["ok"]
     ok = {"description": "success"}
-    if schema is None:
+    if status == 204:
+        pass  # no body
+    elif schema is None:
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
     else:
         ok["content"] = {"application/json": {"schema": schema}}
@@ -234,7 +277,7 @@ def build_spec(app) -> dict:
         },
     )
     plugin.converter.add_attribute_function(custom_fields)
-    for tag in ("usage", "model configurations", "operations"):
+    for tag in ("usage", "model configurations", "budgets", "operations"):
         spec.tag({"name": tag})
     spec.components.security_scheme("bearerAuth", {
         "type": "http", "scheme": "bearer", "bearerFormat": "usk_<id>_<secret>",

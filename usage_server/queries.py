@@ -437,6 +437,15 @@ COPIED_TABLES = {
                                  "billing_source", "fingerprint")),
 }
 
+COPIED_TABLES.update({  # budgets, their alerts and the webhook outbox, after the rows they refer to
+    "budget": (2, ("owner_id", "id"), ("owner_id", "id", "name", "amount_micros", "period", "timezone", "config_id",
+                                       "thresholds", "webhook_url", "webhook_secret", "created_at")),
+    "budget_alert": (2, ("owner_id", "id"), ("owner_id", "id", "budget_id", "period_start", "period_end", "threshold",
+                                             "spent_micros", "crossed_at", "raised")),
+    "webhook_delivery": (2, ("owner_id", "alert_id"), ("owner_id", "alert_id", "state", "attempts", "next_attempt_us",
+                                                       "lease_until_us", "lease_token", "last_error", "delivered_at")),
+})
+
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
