@@ -23,6 +23,7 @@ def create_app(test_config=None, prepare_database=True):
         FAST_TIMEZONES="",  # comma-separated IANA names whose local days are pre-aggregated
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         RETRY_AFTER_SECONDS=1,
+        KEEP_DAYS=0,  # 0: keep every raw event; N: prune those older than N days, daily
     )
     app.config.from_prefixed_env("USAGE_SERVER")
     if test_config is not None:
@@ -31,7 +32,7 @@ def create_app(test_config=None, prepare_database=True):
     app.config["FAST_TIMEZONES"] = fast_timezones(app.config["FAST_TIMEZONES"])
     app.json.sort_keys = False
 
-    from . import api, auth, cli, dashboard, docs, errors, openapi, startup, storage
+    from . import api, auth, cli, dashboard, docs, errors, openapi, retention, startup, storage
 
     storage.init_app(app)
     app.config["DATA_SOURCE"] = app.config["DATA_SOURCE"] or f"usage-server-{storage.engine_name(app.config['DATABASE'])}"
@@ -40,6 +41,7 @@ def create_app(test_config=None, prepare_database=True):
     errors.init_app(app)
     auth.init_app(app)
     cli.init_app(app)
+    retention.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(docs.bp)

@@ -248,6 +248,24 @@ GROUP BY owner_id, slot_start, series_id
 CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.items()}
 REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 
+# After a prune (events before :horizon_us deleted): the quarter hours from the horizon on
+# are rebuilt from the events, those before it kept; every coarser slot is a sum of quarters.
+CLEAR_QUARTERS_SINCE = """
+DELETE FROM rollup_quarter
+WHERE slot_start >= :horizon
+"""
+REBUILD_QUARTERS_SINCE = _REBUILD_ROLLUP.format(table="rollup_quarter").replace(
+    "FROM usage_event\n", "FROM usage_event\nWHERE ts_us >= :horizon_us\n")
+_ROLLUP_FROM_QUARTERS = """
+INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+SELECT owner_id,
+       slot_start - (slot_start + :phase) % :grain AS coarse_start,
+       series_id,""" + _ROLLUP_SUMS + """FROM rollup_quarter
+GROUP BY owner_id, coarse_start, series_id
+"""
+ROLLUP_FROM_QUARTERS = {grain: _ROLLUP_FROM_QUARTERS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+
 # Local slots: the slot of an instant s at offset o starts at s - ((s + o + phase) mod grain),
 # the modulo made non-negative (SQLite's % keeps the sign of its left side). :offsets: a JSON
 # list of the registered offsets the table serves (local_serves).

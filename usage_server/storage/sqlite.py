@@ -252,6 +252,78 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
         conn.execute(statement)
 
 
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy committed pages from the WAL into the database as far as no reader needs them,
+    never waiting for one (PASSIVE), so a bulk writer's WAL does not grow without bound."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+
+def backup(config, dest: str) -> str:
+    """A consistent copy of the live database into the new file `dest`, checked; the server
+    keeps serving and writing meanwhile (WAL: the copy is one read transaction's snapshot)."""
+    target = Path(dest)
+    if target.exists():
+        raise DatabaseSetupError(f"{target} exists: back up to a new file")
+    if not target.parent.is_dir():
+        raise DatabaseSetupError(f"directory {target.parent} does not exist")
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    source = connect(config)
+    try:
+        copy = sqlite3.connect(partial, isolation_level=None)
+        try:
+            source.backup(copy)  # every page in one step: one snapshot, however long it takes
+            copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+            check = integrity(copy)
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    if check != "ok":
+        partial.unlink(missing_ok=True)
+        raise DatabaseSetupError(f"the copy failed its integrity check: {check}")
+    os.replace(partial, target)
+    return check
+
+
+def integrity(conn: sqlite3.Connection) -> str:
+    """PRAGMA integrity_check's verdict: "ok", or its first problems on one line."""
+    return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check(10)"))
+
+
+def check_restore_source(config, source: str) -> str:
+    """The setting a backup file is read through (read-only), once it is an intact SQLite file."""
+    check_database_path(source)
+    if not Path(source).is_file():
+        raise DatabaseSetupError(f"{source} does not exist")
+    uri = f"file:{pathname2url(os.path.abspath(source))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        check = integrity(conn)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseSetupError(f"{source} is not a usable SQLite database: {exc}") from None
+    finally:
+        conn.close()
+    if check != "ok":
+        raise DatabaseSetupError(f"{source} failed its integrity check: {check}")
+    return uri
+
+
+def restore(config, source: str) -> None:
+    """Copy the checked backup `source` over the configured database, in one write transaction
+    of SQLite's backup API (servers wait for it, then read the restored data)."""
+    target = connect(config, create=True)
+    try:
+        reader = sqlite3.connect(check_restore_source(config, source), uri=True)
+        try:
+            reader.backup(target)
+        finally:
+            reader.close()
+        target.execute("PRAGMA journal_mode = WAL")
+    finally:
+        target.close()
+
+
 def sync_identities(conn: sqlite3.Connection) -> None:
     """Nothing to do: an INTEGER PRIMARY KEY goes on after the largest id stored."""
 
