@@ -23,7 +23,10 @@ def create_app(test_config=None, prepare_database=True):
         FAST_TIMEZONES="",  # comma-separated IANA names whose local days are pre-aggregated
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         RETRY_AFTER_SECONDS=1,
-        KEEP_DAYS=0,  # 0: keep every raw event; N: prune those older than N days, daily
+        KEEP_DAYS=0,
+        REQUEST_LOG="json",  # one JSON line per request on stderr, or "off"
+        METRICS="off",  # "on": Prometheus metrics at GET /metrics
+        METRICS_TOKEN="",  # if set, GET /metrics needs Authorization: Bearer <token>  # 0: keep every raw event; N: prune those older than N days, daily
     )
     app.config.from_prefixed_env("USAGE_SERVER")
     if test_config is not None:
@@ -32,13 +35,14 @@ def create_app(test_config=None, prepare_database=True):
     app.config["FAST_TIMEZONES"] = fast_timezones(app.config["FAST_TIMEZONES"])
     app.json.sort_keys = False
 
-    from . import api, auth, cli, dashboard, docs, errors, openapi, retention, startup, storage
+    from . import api, auth, cli, dashboard, docs, errors, observability, openapi, retention, startup, storage
 
     storage.init_app(app)
     app.config["DATA_SOURCE"] = app.config["DATA_SOURCE"] or f"usage-server-{storage.engine_name(app.config['DATABASE'])}"
     if prepare_database:
         startup.prepare_database(app)
     errors.init_app(app)
+    observability.init_app(app)  # before auth: every request gets its id first
     auth.init_app(app)
     cli.init_app(app)
     retention.init_app(app)

@@ -433,6 +433,15 @@ LIMIT :limit
 
 # --- operations --------------------------------------------------------------------------------
 
+# The newest event's instant, one index entry per series (for GET /metrics).
+NEWEST_EVENT = """
+SELECT MAX((SELECT MAX(usage_event.ts_us)
+            FROM usage_event
+            WHERE usage_event.owner_id = usage_series.owner_id
+              AND usage_event.series_id = usage_series.id))
+FROM usage_series
+"""
+
 SCHEMA_READABLE = """
 SELECT COUNT(*)
 FROM owner

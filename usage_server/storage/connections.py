@@ -92,6 +92,11 @@ def unavailable_reason(exc: BaseException) -> str | None:
     return sqlite.unavailable_reason(exc) or postgresql.unavailable_reason(exc)
 
 
+def database_size(conn) -> int:
+    """Bytes the database takes on disk (SQLite: the file and its WAL)."""
+    return engine_of(conn).database_size(conn)
+
+
 def checkpoint(conn) -> None:
     """Between the steps of a bulk writer: let the engine move what was written into the
     database without waiting on readers (SQLite: a PASSIVE checkpoint), so its log stays small."""

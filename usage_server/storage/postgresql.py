@@ -350,6 +350,10 @@ def restore(config, source: str) -> None:
         + shlex.join(command) + "\n(give the password by PGPASSWORD or ~/.pgpass; then `usage-server migrate`)")
 
 
+def database_size(conn: Connection) -> int:
+    return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+
+
 def checkpoint(conn: Connection) -> None:
     """Nothing to do: PostgreSQL's own checkpointer never blocks a writer or a reader."""
 

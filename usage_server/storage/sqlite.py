@@ -1,8 +1,10 @@
 """What is particular to SQLite: opening a file with the server's pragmas, a kept connection
 per worker thread, transactions, error names, the catalogue of tables, running a script in
 a transaction, and what /health reports. PostgreSQL has a module like this one."""
+import fcntl
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +14,6 @@ from urllib.request import pathname2url, url2pathname
 import click
 
 NAME = "sqlite"
-Connection = sqlite3.Connection
 Row = sqlite3.Row
 START_UP_WAIT_MS = 600_000  # a process starting while another upgrades or builds rollups waits for it
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
@@ -250,6 +251,13 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
     """A migration file, statement by statement, in the caller's transaction."""
     for statement in statements(script):
         conn.execute(statement)
+
+
+def database_size(conn: sqlite3.Connection) -> int:
+    """The file's pages and its WAL, in bytes."""
+    pages = conn.execute("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()").fetchone()[0]
+    wal = database_name(conn) + "-wal"
+    return pages + (os.path.getsize(wal) if os.path.exists(wal) else 0)
 
 
 def checkpoint(conn: sqlite3.Connection) -> None:
