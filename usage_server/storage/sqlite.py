@@ -25,6 +25,31 @@ class DatabaseSetupError(click.ClickException):
     """A database that cannot be used, reported before anything is created."""
 
 
+class Connection(sqlite3.Connection):
+    """An SQLite connection that knows its WAL file and checkpoint lock (set at connect)."""
+
+    lock_path: str | None = None
+    changes_at_checkpoint = 0  # total_changes when it last checkpointed
+
+
+# SQLite 3.7.0 to 3.51.2 can corrupt a WAL database when connections checkpoint and write at
+# once (fixed in 3.51.3). So no connection checkpoints by itself (wal_autocheckpoint = 0): a
+# writer checkpoints after its commit once it changed CHECKPOINT_CHANGES rows since its last
+# checkpoint, PASSIVE (never waiting for readers), holding a lock that makes it the only
+# checkpointer of all processes; if another holds it, it skips (its next commit tries again).
+# (The WAL file's size is no measure: it keeps its size when SQLite starts it over.)
+WAL_RESET_BUG = ((3, 7, 0), (3, 51, 2))
+CHECKPOINT_CHANGES = 2_000  # about SQLite's automatic checkpoint (1000 pages) for batches of events
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # a WAL reset after a checkpoint shrinks the file to this
+_checkpoint_thread_lock = threading.Lock()  # flock() is per open file: threads of a process share it
+_lock_files: dict[str, int] = {}  # lock path -> descriptor, kept open for the process's life
+
+
+def has_wal_reset_bug(version: str = sqlite3.sqlite_version) -> bool:
+    low, high = WAL_RESET_BUG
+    return low <= tuple(int(part) for part in version.split(".")[:3]) <= high
+
+
 def database_file(database: str) -> Path | None:
     """The file behind DATABASE: a path, or an SQLite URI such as file:/srv/usage.sqlite?mode=ro."""
     if database == ":memory:":
@@ -85,15 +110,22 @@ def connect(config, create: bool = False) -> sqlite3.Connection:
     new empty database. A read-only file keeps its journal mode and serves reads.
     """
     conn = sqlite3.connect(
-        database_uri(config["DATABASE"], create), isolation_level=None, check_same_thread=False, uri=True
+        database_uri(config["DATABASE"], create), isolation_level=None, check_same_thread=False, uri=True,
+        factory=Connection,
     )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(config['BUSY_TIMEOUT_MS'])}")
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        wal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorname != "SQLITE_READONLY":
             raise
+        wal = False
+    path = conn.execute("PRAGMA database_list").fetchone()["file"]
+    if wal and path and not conn.execute("PRAGMA query_only").fetchone()[0]:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints only under the lock (see above)
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+        conn.lock_path = f"{path}-checkpoint"
     if config.get("MAX_PAGE_COUNT"):  # a size quota (and how the tests fill the disk)
         conn.execute(f"PRAGMA max_page_count = {int(config['MAX_PAGE_COUNT'])}")
     synchronous = str(config["SYNCHRONOUS"]).upper()
@@ -157,6 +189,8 @@ def write_transaction(conn: sqlite3.Connection):
         if conn.in_transaction:  # SQLite may have rolled back already (disk full, interrupt)
             conn.execute("ROLLBACK")
         raise
+    if getattr(conn, "lock_path", None) is not None and conn.total_changes - conn.changes_at_checkpoint >= CHECKPOINT_CHANGES:
+        checkpoint(conn, wait=False)
 
 
 
@@ -260,10 +294,32 @@ def database_size(conn: sqlite3.Connection) -> int:
     return pages + (os.path.getsize(wal) if os.path.exists(wal) else 0)
 
 
-def checkpoint(conn: sqlite3.Connection) -> None:
+def checkpoint(conn: Connection, wait: bool = True) -> bool:
     """Copy committed pages from the WAL into the database as far as no reader needs them,
-    never waiting for one (PASSIVE), so a bulk writer's WAL does not grow without bound."""
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    never waiting for a reader (PASSIVE), as the only checkpointer of every process (the
+    lock file beside the database). Bulk writers call it between their steps (`wait`: for
+    another checkpointer to finish); a writer after its commit skips it when another is
+    checkpointing. Whether it ran."""
+    if getattr(conn, "lock_path", None) is None:  # read-only, or not in WAL mode: nothing to do
+        return False
+    if not _checkpoint_thread_lock.acquire(blocking=wait):
+        return False
+    try:
+        descriptor = _lock_files.get(conn.lock_path)
+        if descriptor is None:
+            descriptor = _lock_files[conn.lock_path] = os.open(conn.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            conn.changes_at_checkpoint = conn.total_changes
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return True
+    finally:
+        _checkpoint_thread_lock.release()
 
 
 def backup(config, dest: str) -> str:
@@ -354,8 +410,14 @@ def engine_status(conn: sqlite3.Connection) -> dict:
     """For /health: SQLite's version and the settings in effect on this connection."""
     pragmas = dict(conn.execute(SETTINGS_IN_EFFECT).fetchone())
     pragmas["synchronous"] = SYNCHRONOUS_NAMES[pragmas["synchronous"]]
-    return {"engine": NAME, "version": sqlite3.sqlite_version, "sqliteVersion": sqlite3.sqlite_version,
-            "pragmas": pragmas}
+    status = {"engine": NAME, "version": sqlite3.sqlite_version, "sqliteVersion": sqlite3.sqlite_version,
+              "pragmas": pragmas}
+    if has_wal_reset_bug():
+        status["warnings"] = [
+            f"SQLite {sqlite3.sqlite_version} has the WAL-reset bug of 3.7.0 to 3.51.2 (connections that checkpoint "
+            "and write at once can corrupt the database; fixed in 3.51.3): this server avoids it by letting one "
+            "connection at a time checkpoint (automatic checkpoints off)"]
+    return status
 
 
 def database_name(conn: sqlite3.Connection) -> str:
