@@ -228,3 +228,16 @@ def test_prune_command(world):
     assert result.output == (f"Deleted 0 events before {horizon} (UTC); their usage stays in the totals, "
                              f"and events before {horizon} are refused from now on.\n")
     assert world["app"].test_cli_runner().invoke(args=["prune", "--keep-days", "0"]).exit_code == 2
+
+
+def test_copy_to_after_a_prune_keeps_the_pruned_usage(world, tmp_path):
+    prune_now(world["app"])
+    target = tmp_path / "copy.sqlite"
+    result = world["app"].test_cli_runner().invoke(args=["copy-to", str(target)])
+    assert result.exit_code == 0, result.output
+    copy = create_app({"TESTING": True, "DATABASE": str(target)})
+    assert answers({**world, "app": copy, "client": copy.test_client()}, EVENTS)
+    assert count_events(copy) == len(EVENTS) - len(OLD)
+    response = copy.test_client().post("/v1/model-usage/events", json={"events": [OLD[0]]},
+                                       headers=bearer(world["key"]))
+    assert_error(response, 400, path="events.0.timestamp")  # the horizon came along

@@ -125,7 +125,7 @@ def rebuild_rollups_command():
     started = time.perf_counter()
     with write_transaction(conn):
         horizon = horizon_us(conn)
-        rebuild_rollups(conn, horizon)
+        rebuild_rollups(conn)
         conn.execute(queries.BUMP_ALL_OWNER_VERSIONS)  # answers may change: no client keeps a stale ETag
     conn.close()
     click.echo(f"Rebuilt the rollups in {time.perf_counter() - started:.1f} s.")

@@ -179,15 +179,16 @@ def local_rollups(finest: dict, offsets: list[int]) -> dict[str, dict]:
     return rollups
 
 
-def rebuild_rollups(db: Connection, horizon_us: int | None = None) -> None:
+def rebuild_rollups(db: Connection) -> None:
     """Recompute every rollup from the events; call inside a write transaction.
 
-    With a retention horizon (events before it pruned), only the quarter hours from the
+    Past a retention horizon (events before it pruned), only the quarter hours from the
     horizon on are recomputed from the events, the older ones kept, and every coarser
     rollup summed from the quarter hours: pruned usage is never wiped.
     """
-    if horizon_us is not None:
-        return rebuild_rollups_since(db, horizon_us)
+    horizon = horizon_us(db)
+    if horizon is not None:
+        return rebuild_rollups_since(db, horizon)
     for grain in ROLLUP_TABLES:
         db.execute(queries.CLEAR_ROLLUP[grain])
         db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})

@@ -256,6 +256,16 @@ WHERE slot_start >= :horizon
 """
 REBUILD_QUARTERS_SINCE = _REBUILD_ROLLUP.format(table="rollup_quarter").replace(
     "FROM usage_event\n", "FROM usage_event\nWHERE ts_us >= :horizon_us\n")
+CLEAR_QUARTERS_BEFORE = """
+DELETE FROM rollup_quarter
+WHERE slot_start < :horizon
+"""
+QUARTERS_BEFORE = """
+SELECT owner_id, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost
+FROM rollup_quarter
+WHERE slot_start < :horizon
+ORDER BY owner_id, slot_start, series_id
+"""
 _ROLLUP_FROM_QUARTERS = """
 INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
                      platform_tokens, user_tokens, platform_cost, user_cost)
