@@ -10,7 +10,8 @@ import pytest
 
 from conftest import FROZEN_NOW, assert_error, bearer, create_config, post_events
 from oracle import expected_body
-from usage_server import api, create_app, retention
+from support import assert_rollups_equal_a_rebuild, open_database
+from usage_server import api, create_app, ingest, retention
 from usage_server.storage import checkpoint, connect, write_transaction
 from usage_server.storage.migrations import LATEST_VERSION
 
@@ -241,3 +242,25 @@ def test_copy_to_after_a_prune_keeps_the_pruned_usage(world, tmp_path):
     response = copy.test_client().post("/v1/model-usage/events", json={"events": [OLD[0]]},
                                        headers=bearer(world["key"]))
     assert_error(response, 400, path="events.0.timestamp")  # the horizon came along
+
+
+def test_rebuild_rollups_works_in_short_transactions_and_mends_every_rollup(world, monkeypatch):
+    """One transaction per owner's UTC day, one per week and one for the local rollups; wrong
+    sums, and a week of rows with no event behind them, are mended."""
+    conn = connect(world["app"].config)
+    with write_transaction(conn):
+        conn.execute("UPDATE rollup_hour SET requests = requests + 1")
+        conn.execute("UPDATE rollup_quarter SET platform_cost = platform_cost + 7")
+        for table in ("rollup_week", "rollup_day", "rollup_hour", "rollup_quarter"):
+            conn.execute(f"INSERT INTO {table} SELECT owner_id, slot_start - 52 * 604800, series_id, requests, unpriced, "
+                         f"platform_tokens, user_tokens, platform_cost, user_cost FROM {table}")
+    conn.close()
+    transactions = []
+    monkeypatch.setattr(ingest, "write_transaction", lambda db: transactions.append(1) or write_transaction(db))
+    result = world["app"].test_cli_runner().invoke(args=["rebuild-rollups"])
+    assert result.exit_code == 0, result.output
+    weeks = (TODAY - (FIRST_DAY - timedelta(weeks=52))).days // 7 + 1
+    assert len(transactions) >= weeks * 8 and f"({len(transactions)} short transactions)" in result.output
+    with open_database(world["app"].config["DATABASE"]) as conn:
+        assert_rollups_equal_a_rebuild(conn)
+    assert answers(world, EVENTS)

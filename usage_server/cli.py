@@ -7,7 +7,7 @@ from flask.cli import FlaskGroup, ScriptInfo, run_command, with_appcontext
 
 from . import create_app, queries
 from .auth import SCOPES, create_key, hash_key, now_iso
-from .ingest import rebuild_rollups
+from .ingest import rebuild_rollups_in_steps
 from .startup import prepare_database
 from .storage import (Upgrade, backup, connect, database_exists, drop_schema, holds_data, redacted, restore,
                       restore_source, unavailable_reason, write_transaction)
@@ -118,17 +118,16 @@ def import_prices_command(path):
 @click.command("rebuild-rollups")
 @with_appcontext
 def rebuild_rollups_command():
-    """Recompute the pre-aggregated usage from the stored events."""
+    """Recompute the pre-aggregated usage from the stored events, one owner's day at a time
+    (short transactions: a running server keeps answering)."""
     from .retention import horizon_date, horizon_us
 
     conn = open_db()
     started = time.perf_counter()
-    with write_transaction(conn):
-        horizon = horizon_us(conn)
-        rebuild_rollups(conn)
-        conn.execute(queries.BUMP_ALL_OWNER_VERSIONS)  # answers may change: no client keeps a stale ETag
+    horizon = horizon_us(conn)
+    steps = rebuild_rollups_in_steps(conn)
     conn.close()
-    click.echo(f"Rebuilt the rollups in {time.perf_counter() - started:.1f} s.")
+    click.echo(f"Rebuilt the rollups in {time.perf_counter() - started:.1f} s ({steps} short transactions).")
     if horizon is not None:
         click.echo(f"Events before {horizon_date(horizon)} (UTC) were pruned: only the usage from then on was "
                    "recomputed from the events; the rollups before it were kept as they were.")

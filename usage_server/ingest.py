@@ -8,7 +8,7 @@ from .errors import ApiError, detail
 from .money import priced_cost, usd_to_micros
 from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE, local_serves
 from .retention import horizon_date, horizon_us
-from .storage import Connection, Row, unavailable_reason, write_transaction
+from .storage import Connection, Row, checkpoint, unavailable_reason, write_transaction
 
 FINEST_GRAIN = min(ROLLUP_TABLES)
 
@@ -197,6 +197,53 @@ def rebuild_rollups(db: Connection) -> None:
         served = json.dumps([offset for offset in offsets if local_serves(key, offset)])
         db.execute(queries.CLEAR_LOCAL[key])
         db.execute(queries.REBUILD_LOCAL[key], {"grain": grain, "phase": phase, "offsets": served})
+
+
+DAY, WEEK = 86_400, 604_800
+
+
+def rebuild_rollups_in_steps(db: Connection) -> int:
+    """rebuild_rollups in short transactions, for the command line beside a serving server:
+    per owner, one UTC day at a time (its quarter hours from the events, its hours and day
+    from those), each week once its days are done, then its local rollups; a checkpoint
+    after each step. Past a retention horizon the quarter hours before it are kept. Returns
+    the number of steps (transactions)."""
+    horizon = horizon_us(db)
+    kept_before = None if horizon is None else horizon // 1_000_000
+    offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
+    steps = 0
+
+    def step(statements) -> None:
+        nonlocal steps
+        with write_transaction(db):
+            for statement, params in statements:
+                db.execute(statement, params)
+            db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})  # no client keeps a stale ETag
+        checkpoint(db)
+        steps += 1
+
+    for (owner_id,) in db.execute(queries.ALL_OWNER_IDS).fetchall():
+        first, last = db.execute(queries.OWNER_SPAN, {"owner_id": owner_id}).fetchone()
+        if first is None:
+            continue
+        week = first - (first + SLOT_PHASE[WEEK]) % WEEK
+        while week <= last:
+            for day in range(week, week + WEEK, DAY):
+                owned = {"owner_id": owner_id, "lo": day, "hi": day + DAY}
+                since = day if kept_before is None else max(day, kept_before)
+                step([(queries.CLEAR_OWNER_RANGE[FINEST_GRAIN], {**owned, "lo": since}),
+                      (queries.REBUILD_OWNER_QUARTERS, {**owned, "since": since, "grain": FINEST_GRAIN, "phase": 0})]
+                     + [(statement[grain], {**owned, "grain": grain, "phase": SLOT_PHASE[grain]})
+                        for grain in sorted(ROLLUP_TABLES) if FINEST_GRAIN < grain < WEEK
+                        for statement in (queries.CLEAR_OWNER_RANGE, queries.OWNER_RANGE_FROM_QUARTERS)])
+            owned = {"owner_id": owner_id, "lo": week, "hi": week + WEEK, "grain": WEEK, "phase": SLOT_PHASE[WEEK]}
+            step([(queries.CLEAR_OWNER_RANGE[WEEK], owned), (queries.OWNER_RANGE_FROM_QUARTERS[WEEK], owned)])
+            week += WEEK
+        step([(queries.CLEAR_OWNER_LOCAL[key], {"owner_id": owner_id}) for key in LOCAL_GRAINS]
+             + [(queries.BUILD_OWNER_LOCAL[key], {"owner_id": owner_id, "utc_offset": offset, "grain": grain,
+                                                  "phase": phase})
+                for key, (grain, phase) in LOCAL_GRAINS.items() for offset in offsets if local_serves(key, offset)])
+    return steps
 
 
 def rebuild_rollups_since(db: Connection, horizon_us: int) -> None:

@@ -318,6 +318,44 @@ WHERE utc_offset = :utc_offset
 """
 DELETE_LOCAL = {key: f"DELETE FROM {table} WHERE utc_offset = :utc_offset" for key, table in LOCAL_TABLES.items()}
 
+# rebuild-rollups in steps: one owner's UTC day [:lo, :hi) at a time, then its UTC week: the
+# quarter hours from :since on from the events, every coarser slot from the quarter hours.
+_OWNER_RANGE = """
+WHERE owner_id = :owner_id
+  AND slot_start >= :lo
+  AND slot_start < :hi
+"""
+CLEAR_OWNER_RANGE = {grain: f"DELETE FROM {table}" + _OWNER_RANGE for grain, table in ROLLUP_TABLES.items()}
+REBUILD_OWNER_QUARTERS = _REBUILD_ROLLUP.format(table="rollup_quarter").replace("FROM usage_event\n", """FROM usage_event
+WHERE (owner_id, series_id) IN (SELECT owner_id, id FROM usage_series WHERE owner_id = :owner_id)
+  AND ts_us >= :since * 1000000
+  AND ts_us < :hi * 1000000
+""")
+OWNER_RANGE_FROM_QUARTERS = {grain: _ROLLUP_FROM_QUARTERS.format(table=table).replace(
+    "FROM rollup_quarter\n", "FROM rollup_quarter" + _OWNER_RANGE) for grain, table in ROLLUP_TABLES.items()}
+CLEAR_OWNER_LOCAL = {key: f"DELETE FROM {table} WHERE owner_id = :owner_id" for key, table in LOCAL_TABLES.items()}
+BUILD_OWNER_LOCAL = {key: _BUILD_LOCAL.format(table=table).replace(
+    "FROM rollup_quarter\n", "FROM rollup_quarter\nWHERE owner_id = :owner_id\n") for key, table in LOCAL_TABLES.items()}
+# The instants an owner's usage spans, in its events (one index entry per series) and its rollups.
+OWNER_SPAN = """
+SELECT MIN(first_us) / 1000000, MAX(last_us) / 1000000
+FROM (SELECT (SELECT MIN(ts_us) FROM usage_event
+              WHERE usage_event.owner_id = usage_series.owner_id AND usage_event.series_id = usage_series.id) AS first_us,
+             (SELECT MAX(ts_us) FROM usage_event
+              WHERE usage_event.owner_id = usage_series.owner_id AND usage_event.series_id = usage_series.id) AS last_us
+      FROM usage_series
+      WHERE owner_id = :owner_id
+      UNION ALL
+      SELECT MIN(slot_start) * 1000000, MAX(slot_start) * 1000000
+      FROM rollup_week
+      WHERE owner_id = :owner_id) AS spans
+"""
+ALL_OWNER_IDS = """
+SELECT id
+FROM owner
+ORDER BY id
+"""
+
 # --- reading usage ------------------------------------------------------------------------
 # Buckets: strftime(:fmt, <slot start> + :offset, 'unixepoch', :shift, :align), where the
 # format and modifiers come from schemas.BUCKET_FORMATS (week: '-6 days', 'weekday 1').
