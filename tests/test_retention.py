@@ -84,10 +84,16 @@ def answers(world, events) -> int:
                                          config_id, data_source=world["app"].config["DATA_SOURCE"])
                 assert response.get_json() == expected, (zone, start, end, granularity, config_id)
                 checked += 1
-        for period in ("last_30_days", "last_month", "current_year"):
-            response = world["client"].get("/v1/model-usage", query_string={"period": period, "timezone": zone},
-                                           headers=bearer(world["key"]))
-            assert response.status_code == 200
+        for period, granularity in (("last_30_days", "day"), ("last_month", "week"), ("current_year", "month"),
+                                    ("yesterday", "hour")):
+            response = world["client"].get("/v1/model-usage", headers=bearer(world["key"]), query_string={
+                "period": period, "granularity": granularity, "timezone": zone})
+            assert response.status_code == 200, response.get_json()
+            meta = response.get_json()["meta"]  # the range "today" (FROZEN_NOW) gives, checked in test_model_usage
+            expected = expected_body(events, world["configs"], world["prices"], date.fromisoformat(meta["startDate"]),
+                                     date.fromisoformat(meta["endDate"]), granularity, zone, period=period,
+                                     data_source=world["app"].config["DATA_SOURCE"])
+            assert response.get_json() == expected, (zone, period)
             checked += 1
     return checked
 
