@@ -5,8 +5,10 @@ Run as a script, the file is the start-up check that `on_starting` makes (see th
 """
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 DEFAULT_QUERY_TIME_LIMIT_MS = 10_000  # create_app's default; a test keeps the two equal
 MAX_DEFAULT_WORKERS = 8  # SQLite takes one writer at a time; WEB_CONCURRENCY goes beyond
@@ -46,6 +48,37 @@ def on_starting(server):
     """
     if subprocess.run([sys.executable, __file__], stdin=subprocess.DEVNULL).returncode != 0:
         sys.exit(1)
+    start_metrics_directory()
+
+
+def metrics_on() -> bool:
+    return os.environ.get("USAGE_SERVER_METRICS", "off").strip().lower() in {"on", "true"}
+
+
+def start_metrics_directory() -> None:
+    """USAGE_SERVER_METRICS=on: the workers write their metrics to files in a new directory
+    (prometheus_client's multiprocess mode), so a scrape of any worker sees every worker's.
+    An operator's own PROMETHEUS_MULTIPROC_DIR is used as given (emptied by them)."""
+    global metrics_directory
+    if metrics_on() and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_directory = tempfile.mkdtemp(prefix="usage-server-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
+
+
+metrics_directory = None  # the directory on_starting made, removed on_exit
+
+
+def child_exit(server, worker):
+    """A worker's live gauges go with it (its counters stay counted)."""
+    if metrics_on() and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if metrics_directory is not None:
+        shutil.rmtree(metrics_directory, ignore_errors=True)
 
 
 def check_start_up() -> None:

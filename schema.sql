@@ -250,3 +250,12 @@ CREATE TABLE IF NOT EXISTS webhook_delivery (
 );
 
 CREATE INDEX IF NOT EXISTS webhook_delivery_due ON webhook_delivery (state, next_attempt_us);
+-- Retention (usage-server prune, USAGE_SERVER_KEEP_DAYS): one row once something was pruned.
+-- Events before horizon_us (a UTC midnight) may be deleted, their usage kept in the rollups;
+-- older events are refused. last_pruned_on: the UTC date of the last daily prune.
+CREATE TABLE IF NOT EXISTS retention (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    horizon_us      INTEGER NOT NULL,
+    keep_days       INTEGER NOT NULL,
+    last_pruned_on  TEXT
+);

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from usage_server import queries
 from usage_server.auth import now_iso
-from usage_server.storage import Connection, Row, write_transaction
+from usage_server.storage import Connection, Row, checkpoint, write_transaction
 from usage_server.ingest import NewEvent, store_events
 
-CHUNK = 50_000
+STEP = 10_000  # events per transaction: a step holds the write lock for well under a busy timeout
 WEEKDAY_WEIGHT = (1.0, 1.05, 1.05, 1.0, 0.9, 0.45, 0.4)  # Monday first
 HOUR_WEIGHT = tuple(0.25 + math.exp(-((hour - 15) ** 2) / 18) for hour in range(24))
 
@@ -106,20 +106,33 @@ def generate(events: int, days: int, seed: int, end: int, id_prefix: str = "seed
         )
 
 
-def seed_owner(conn: Connection, owner: str, events: int, days: int, seed: int, end: int | None = None) -> int:
-    """Create `owner` with the demo configs and store `events` events in one transaction."""
+def seed_owner(conn: Connection, owner: str, events: int, days: int, seed: int, end: int | None = None,
+               step: int = STEP) -> int:
+    """Create `owner` with the demo configs and store `events` events, `step` per transaction.
+
+    Each step is a short transaction followed by a checkpoint, so a server on the same
+    database keeps answering (its writers wait for one step at most) and the log stays
+    small; a seed cut short keeps the steps it committed, and seeding again adds the rest.
+    """
     end = int(time.time()) if end is None else end
     stored = 0
     with write_transaction(conn):
         conn.execute(queries.INSERT_OWNER, {"name": owner, "created_at": now_iso()})
         owner_id = conn.execute(queries.OWNER_ID_BY_NAME, {"name": owner}).fetchone()[0]
         configs = ensure_configs(conn, owner_id)
-        chunk = []
-        for event in generate(events, days, seed, end, id_prefix=f"seed{seed}"):
-            chunk.append(event)
-            if len(chunk) == CHUNK:
-                stored += store_events(conn, owner_id, chunk, configs).accepted
-                chunk = []
-        if chunk:
-            stored += store_events(conn, owner_id, chunk, configs).accepted
+    chunk = []
+    for event in generate(events, days, seed, end, id_prefix=f"seed{seed}"):
+        chunk.append(event)
+        if len(chunk) == step:
+            stored += store_step(conn, owner_id, chunk, configs)
+            chunk = []
+    if chunk:
+        stored += store_step(conn, owner_id, chunk, configs)
+    return stored
+
+
+def store_step(conn: Connection, owner_id: int, events: list, configs: dict) -> int:
+    with write_transaction(conn):
+        stored = store_events(conn, owner_id, events, configs).accepted
+    checkpoint(conn)
     return stored

@@ -16,6 +16,7 @@ REFERENCE_TABLES = {
     "api_key": "looked up by the key's hash before the owner is known",
     "model": "the model catalogue, shared by every owner",
     "rollup_offset": "the UTC offsets the local rollups are kept at, for every owner",
+    "retention": "one row: the retention horizon, for every owner",
     "schema_version": "the schema's migrations",
 }
 OWNER_COLUMN = "owner_id"

@@ -472,7 +472,8 @@ def test_config_not_owned_is_a_404_like_a_missing_one(world, pin, config_id):
     body = assert_error(response, 404, "not_found")
     missing = client.get("/v1/model-usage", query_string={"modelConfigId": "zz_missing"}, headers=bearer(key))
     assert json.dumps(body).replace(config_id, "ID") == json.dumps(missing.get_json()).replace("zz_missing", "ID")
-    assert dict(response.headers) == dict(missing.headers) | {"Content-Length": response.headers["Content-Length"]}
+    assert dict(response.headers) == dict(missing.headers) | {"Content-Length": response.headers["Content-Length"],
+                                                             "X-Request-Id": response.headers["X-Request-Id"]}
 
 
 @pytest.mark.parametrize(

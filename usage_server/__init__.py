@@ -23,6 +23,10 @@ def create_app(test_config=None, prepare_database=True):
         FAST_TIMEZONES="",  # comma-separated IANA names whose local days are pre-aggregated
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         RETRY_AFTER_SECONDS=1,
+        KEEP_DAYS=0,
+        REQUEST_LOG="json",  # one JSON line per request on stderr, or "off"
+        METRICS="off",  # "on": Prometheus metrics at GET /metrics
+        METRICS_TOKEN="",  # if set, GET /metrics needs Authorization: Bearer <token>  # 0: keep every raw event; N: prune those older than N days, daily
     )
     app.config.from_prefixed_env("USAGE_SERVER")
     if test_config is not None:
@@ -31,7 +35,7 @@ def create_app(test_config=None, prepare_database=True):
     app.config["FAST_TIMEZONES"] = fast_timezones(app.config["FAST_TIMEZONES"])
     app.json.sort_keys = False
 
-    from . import api, auth, cli, dashboard, docs, errors, openapi, otlp, startup, storage
+    from . import api, auth, cli, dashboard, docs, errors, observability, openapi, otlp, retention, startup, storage
     from . import budget_views, webhooks
 
     storage.init_app(app)
@@ -39,8 +43,10 @@ def create_app(test_config=None, prepare_database=True):
     if prepare_database:
         startup.prepare_database(app)
     errors.init_app(app)
+    observability.init_app(app)  # before auth: every request gets its id first
     auth.init_app(app)
     cli.init_app(app)
+    retention.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(docs.bp)

@@ -18,6 +18,7 @@ from .etags import conditional
 from .eventload import fast_events
 from .ingest import NewEvent, store_events
 from .money import micros_to_usd
+from .observability import record_stored
 from .schemas import DetailsQuerySchema, EmptyQuerySchema, EventBatchSchema, ModelConfigSchema, UsageQuerySchema, CONFIG_ID
 from .storage import engine_status, get_db, read_snapshot, write_transaction
 from .timeranges import (MAX_BUCKETS, count_buckets, count_hour_buckets, iso_instant, local_midnight, local_today,
@@ -343,6 +344,7 @@ def record_events():
         raise ApiError(400, f"{unknown[0]['path']}: {unknown[0]['message']}", unknown)
     with write_transaction(db):
         result = store_events(db, owner_id, events, configs)
+    record_stored(result.accepted, result.duplicates, result.conflicts)
     return jsonify({"accepted": result.accepted, "duplicates": result.duplicates, "conflicts": result.conflicts})
 
 

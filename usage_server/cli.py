@@ -7,9 +7,11 @@ from flask.cli import FlaskGroup, ScriptInfo, run_command, with_appcontext
 
 from . import create_app, queries
 from .auth import SCOPES, create_key, hash_key, now_iso
-from .ingest import rebuild_rollups
+from .ingest import rebuild_rollups_in_steps
 from .startup import prepare_database
-from .storage import Upgrade, connect, database_exists, drop_schema, redacted, write_transaction
+from .storage import (Upgrade, backup, connect, database_exists, drop_schema, holds_data, redacted, restore,
+                      restore_source, unavailable_reason, write_transaction)
+from .timeranges import iso_instant
 
 
 def prepare(create: bool = False) -> Upgrade:
@@ -116,14 +118,19 @@ def import_prices_command(path):
 @click.command("rebuild-rollups")
 @with_appcontext
 def rebuild_rollups_command():
-    """Recompute the pre-aggregated usage from the stored events."""
+    """Recompute the pre-aggregated usage from the stored events, one owner's day at a time
+    (short transactions: a running server keeps answering)."""
+    from .retention import horizon_date, horizon_us
+
     conn = open_db()
     started = time.perf_counter()
-    with write_transaction(conn):
-        rebuild_rollups(conn)
-        conn.execute(queries.BUMP_ALL_OWNER_VERSIONS)  # answers may change: no client keeps a stale ETag
+    horizon = horizon_us(conn)
+    steps = rebuild_rollups_in_steps(conn)
     conn.close()
-    click.echo(f"Rebuilt the rollups in {time.perf_counter() - started:.1f} s.")
+    click.echo(f"Rebuilt the rollups in {time.perf_counter() - started:.1f} s ({steps} short transactions).")
+    if horizon is not None:
+        click.echo(f"Events before {horizon_date(horizon)} (UTC) were pruned: only the usage from then on was "
+                   "recomputed from the events; the rollups before it were kept as they were.")
 
 
 @click.command("seed")
@@ -182,8 +189,81 @@ def copy_to_command(target):
         conn.close()
 
 
+def describe_events(config) -> str:
+    """What a database holds, for backup and restore to print: events, owners, newest event."""
+    conn = connect(config)
+    try:
+        row = conn.execute("SELECT COUNT(*), MAX(ts_us), COUNT(DISTINCT owner_id) FROM usage_event").fetchone()
+    finally:
+        conn.close()
+    newest = "" if row[1] is None else f", the newest at {iso_instant(row[1])}"
+    return f"{row[0]} events of {row[2]} owners{newest}"
+
+
+@click.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@with_appcontext
+def backup_command(dest):
+    """Copy the database, while the server keeps serving and writing, into the new file DEST
+    and check the copy (PostgreSQL: prints the pg_dump command to use instead)."""
+    prepare()
+    check = backup(current_app.config, dest)
+    click.echo(f"Backed up {redacted(current_app.config['DATABASE'])} to {dest} (integrity check: {check}): "
+               f"{describe_events({**current_app.config, 'DATABASE': dest})}.")
+
+
+@click.command("restore")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace a database that already holds data.")
+@with_appcontext
+def restore_command(source, force):
+    """Replace the database's content with the backup SOURCE, checked first; a database that
+    holds data is replaced only with --force (PostgreSQL: prints the pg_restore command)."""
+    from .storage.migrations import checked_version
+
+    config = current_app.config
+    reader = connect(restore_source(config, source))
+    try:
+        checked_version(reader)  # a backup of a newer release is refused, as the server would
+        if reader.execute("SELECT 1 FROM schema_version LIMIT 1").fetchone() is None:
+            raise click.ClickException(f"{source} is not a usage-server database")
+    except Exception as exc:
+        if unavailable_reason(exc) is None:
+            raise
+        raise click.ClickException(f"{source} is not a usage-server database ({exc})") from None
+    finally:
+        reader.close()
+    if holds_data(config) and not force:
+        raise click.ClickException(f"the database {redacted(config['DATABASE'])} holds data: "
+                                   "restore over it only with --force")
+    restore(config, source)
+    prepare()  # a backup of an earlier release is upgraded
+    click.echo(f"Restored {source} into {redacted(config['DATABASE'])}: {describe_events(config)}.")
+
+
+@click.command("prune")
+@click.option("--keep-days", required=True, type=click.IntRange(1, None),
+              help="Keep the raw events of the last N days (UTC), delete the older ones.")
+@with_appcontext
+def prune_command(keep_days):
+    """Delete raw events older than N days in short batches; usage totals (the rollups) stay,
+    and events older than the new horizon are refused from then on."""
+    from datetime import datetime, timezone
+
+    from .retention import prune
+
+    conn = open_db()
+    try:
+        pruned = prune(conn, keep_days, datetime.now(timezone.utc).date())
+    finally:
+        conn.close()
+    click.echo(f"Deleted {pruned.deleted} events before {pruned.horizon} (UTC); their usage stays in the totals, "
+               f"and events before {pruned.horizon} are refused from now on.")
+
+
 COMMANDS = (init_db_command, create_key_command, list_keys_command, revoke_key_command,
-            import_prices_command, rebuild_rollups_command, seed_command, migrate_command, copy_to_command)
+            import_prices_command, rebuild_rollups_command, seed_command, migrate_command, copy_to_command,
+            backup_command, restore_command, prune_command)
 
 
 def init_app(app) -> None:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import click
 
-from . import queries
+from . import queries, retention
 from .ingest import rebuild_rollups
 from .pricing import DEFAULT_CATALOGUE, catalogue_rows, read_catalogue
 from .storage import (Connection, migrate, read_snapshot, redacted, same_database, start_up_connection,
@@ -50,11 +50,28 @@ def copy_database(source: Connection, target: Connection, name: str, echo: Echo)
             return copied
         sync_identities(target)
         started = time.perf_counter()
+        copy_pruned_usage(source, target)
         rebuild_rollups(target)
         bump_versions(source, target)
         echo(f"Rebuilt the target's rollups from {row_count(target, 'usage_event'):,} events"
              f" in {time.perf_counter() - started:.1f} s.")
     return copied
+
+
+def copy_pruned_usage(source: Connection, target: Connection) -> None:
+    """After a prune, the usage of the deleted events lives only in the rollups: the retention
+    horizon and the quarter hours before it are copied as they are (the rebuild that follows
+    keeps them and sums the coarser rollups from them)."""
+    row = source.execute(retention.RETENTION).fetchone()
+    if row is None:
+        return
+    target.execute(retention.SET_RETENTION, {"horizon_us": row["horizon_us"], "keep_days": row["keep_days"],
+                                             "last_pruned_on": row["last_pruned_on"]})
+    horizon = {"horizon": row["horizon_us"] // 1_000_000}
+    target.execute(queries.CLEAR_QUARTERS_BEFORE, horizon)
+    quarters = source.execute(queries.QUARTERS_BEFORE, horizon).fetchall()
+    if quarters:
+        target.executemany(queries.UPSERT_ROLLUP[900], [tuple(quarter) for quarter in quarters])
 
 
 def check_target(source: Connection, target: Connection, name: str, echo: Echo) -> None:

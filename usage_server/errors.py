@@ -1,7 +1,7 @@
 """One JSON error shape for every failure: {"error", "code", "details"?}."""
 import logging
 
-from flask import jsonify
+from flask import g, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -133,12 +133,13 @@ def handle_unexpected(err: Exception):
         return handle_http_exception(err)
     reason = unavailable_reason(err)
     if reason is not None:
-        log.warning("database unavailable: %s", err)
+        g.unavailable_reason = reason  # for the request's log line and the metrics
+        log.warning("database unavailable (request %s): %s", g.get("request_id"), err)
         from flask import current_app
 
         message = UNAVAILABLE.get(reason)
         return error_response(503, message, headers={"Retry-After": str(current_app.config["RETRY_AFTER_SECONDS"])})
-    log.exception("unexpected error")
+    log.exception("unexpected error (request %s)", g.get("request_id"))
     return error_response(500)
 
 

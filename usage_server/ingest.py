@@ -5,9 +5,11 @@ from dataclasses import dataclass
 
 from . import queries
 from .budgets import raise_budget_alerts
+from .errors import ApiError, detail
 from .money import priced_cost, usd_to_micros
 from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE, local_serves
-from .storage import Connection, Row, unavailable_reason, write_transaction
+from .retention import horizon_date, horizon_us
+from .storage import Connection, Row, checkpoint, unavailable_reason, write_transaction
 
 FINEST_GRAIN = min(ROLLUP_TABLES)
 
@@ -78,6 +80,7 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
     `configs` maps every config id the events use to its row. An id seen before (stored,
     or earlier in this batch) is skipped; if its payload differs it is also a conflict.
     """
+    refuse_pruned(db, events)
     result = StoreResult()
     series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
     prices = {}
@@ -137,6 +140,22 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
     return result
 
 
+def refuse_pruned(db: Connection, events: list[NewEvent]) -> None:
+    """A 400 for a batch with an event older than the retention horizon: events that old were
+    deleted, so a re-sent one could not be recognised and would be counted twice."""
+    horizon = horizon_us(db)
+    if horizon is None:
+        return
+    old = [index for index, event in enumerate(events) if event.ts_us < horizon]
+    if old:
+        day = horizon_date(horizon).isoformat()
+        message = (f"is before the retention horizon {day} (UTC): events before it are deleted, so a re-sent one "
+                   "could not be told from a new one and would be counted twice")
+        details = [detail(f"events.{index}.timestamp", message, "BEFORE_RETENTION_HORIZON",
+                          f"send only events at or after {day}T00:00:00Z") for index in old]
+        raise ApiError(400, f"events.{old[0]}.timestamp: {message}", details)
+
+
 def coarser(finest: dict) -> dict[int, dict]:
     """The sums of every rollup grain, from those of the finest (its slots nest in all others)."""
     rollups = {FINEST_GRAIN: finest}
@@ -168,7 +187,15 @@ def local_rollups(finest: dict, offsets: list[int]) -> dict[str, dict]:
 
 
 def rebuild_rollups(db: Connection) -> None:
-    """Recompute every rollup from the events; call inside a write transaction."""
+    """Recompute every rollup from the events; call inside a write transaction.
+
+    Past a retention horizon (events before it pruned), only the quarter hours from the
+    horizon on are recomputed from the events, the older ones kept, and every coarser
+    rollup summed from the quarter hours: pruned usage is never wiped.
+    """
+    horizon = horizon_us(db)
+    if horizon is not None:
+        return rebuild_rollups_since(db, horizon)
     for grain in ROLLUP_TABLES:
         db.execute(queries.CLEAR_ROLLUP[grain])
         db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
@@ -177,6 +204,69 @@ def rebuild_rollups(db: Connection) -> None:
         served = json.dumps([offset for offset in offsets if local_serves(key, offset)])
         db.execute(queries.CLEAR_LOCAL[key])
         db.execute(queries.REBUILD_LOCAL[key], {"grain": grain, "phase": phase, "offsets": served})
+
+
+DAY, WEEK = 86_400, 604_800
+
+
+def rebuild_rollups_in_steps(db: Connection) -> int:
+    """rebuild_rollups in short transactions, for the command line beside a serving server:
+    per owner, one UTC day at a time (its quarter hours from the events, its hours and day
+    from those), each week once its days are done, then its local rollups; a checkpoint
+    after each step. Past a retention horizon the quarter hours before it are kept. Returns
+    the number of steps (transactions)."""
+    horizon = horizon_us(db)
+    kept_before = None if horizon is None else horizon // 1_000_000
+    offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
+    steps = 0
+
+    def step(statements) -> None:
+        nonlocal steps
+        with write_transaction(db):
+            for statement, params in statements:
+                db.execute(statement, params)
+            db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})  # no client keeps a stale ETag
+        checkpoint(db)
+        steps += 1
+
+    for (owner_id,) in db.execute(queries.ALL_OWNER_IDS).fetchall():
+        first, last = db.execute(queries.OWNER_SPAN, {"owner_id": owner_id}).fetchone()
+        if first is None:
+            continue
+        week = first - (first + SLOT_PHASE[WEEK]) % WEEK
+        while week <= last:
+            for day in range(week, week + WEEK, DAY):
+                owned = {"owner_id": owner_id, "lo": day, "hi": day + DAY}
+                since = day if kept_before is None else max(day, kept_before)
+                step([(queries.CLEAR_OWNER_RANGE[FINEST_GRAIN], {**owned, "lo": since}),
+                      (queries.REBUILD_OWNER_QUARTERS, {**owned, "since": since, "grain": FINEST_GRAIN, "phase": 0})]
+                     + [(statement[grain], {**owned, "grain": grain, "phase": SLOT_PHASE[grain]})
+                        for grain in sorted(ROLLUP_TABLES) if FINEST_GRAIN < grain < WEEK
+                        for statement in (queries.CLEAR_OWNER_RANGE, queries.OWNER_RANGE_FROM_QUARTERS)])
+            owned = {"owner_id": owner_id, "lo": week, "hi": week + WEEK, "grain": WEEK, "phase": SLOT_PHASE[WEEK]}
+            step([(queries.CLEAR_OWNER_RANGE[WEEK], owned), (queries.OWNER_RANGE_FROM_QUARTERS[WEEK], owned)])
+            week += WEEK
+        step([(queries.CLEAR_OWNER_LOCAL[key], {"owner_id": owner_id}) for key in LOCAL_GRAINS]
+             + [(queries.BUILD_OWNER_LOCAL[key], {"owner_id": owner_id, "utc_offset": offset, "grain": grain,
+                                                  "phase": phase})
+                for key, (grain, phase) in LOCAL_GRAINS.items() for offset in offsets if local_serves(key, offset)])
+    return steps
+
+
+def rebuild_rollups_since(db: Connection, horizon_us: int) -> None:
+    horizon = horizon_us // 1_000_000  # a UTC midnight: a quarter-hour boundary
+    db.execute(queries.CLEAR_QUARTERS_SINCE, {"horizon": horizon})
+    db.execute(queries.REBUILD_QUARTERS_SINCE, {"grain": FINEST_GRAIN, "phase": 0, "horizon_us": horizon_us})
+    for grain in ROLLUP_TABLES:
+        if grain != FINEST_GRAIN:
+            db.execute(queries.CLEAR_ROLLUP[grain])
+            db.execute(queries.ROLLUP_FROM_QUARTERS[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
+    offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
+    for key, (grain, phase) in LOCAL_GRAINS.items():
+        db.execute(queries.CLEAR_LOCAL[key])
+        for offset in offsets:
+            if local_serves(key, offset):
+                db.execute(queries.BUILD_LOCAL[key], {"utc_offset": offset, "grain": grain, "phase": phase})
 
 
 def register_local_offsets(db: Connection, wanted: set[int]) -> None:

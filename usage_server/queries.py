@@ -248,6 +248,34 @@ GROUP BY owner_id, slot_start, series_id
 CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.items()}
 REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 
+# After a prune (events before :horizon_us deleted): the quarter hours from the horizon on
+# are rebuilt from the events, those before it kept; every coarser slot is a sum of quarters.
+CLEAR_QUARTERS_SINCE = """
+DELETE FROM rollup_quarter
+WHERE slot_start >= :horizon
+"""
+REBUILD_QUARTERS_SINCE = _REBUILD_ROLLUP.format(table="rollup_quarter").replace(
+    "FROM usage_event\n", "FROM usage_event\nWHERE ts_us >= :horizon_us\n")
+CLEAR_QUARTERS_BEFORE = """
+DELETE FROM rollup_quarter
+WHERE slot_start < :horizon
+"""
+QUARTERS_BEFORE = """
+SELECT owner_id, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost
+FROM rollup_quarter
+WHERE slot_start < :horizon
+ORDER BY owner_id, slot_start, series_id
+"""
+_ROLLUP_FROM_QUARTERS = """
+INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+SELECT owner_id,
+       slot_start - (slot_start + :phase) % :grain AS coarse_start,
+       series_id,""" + _ROLLUP_SUMS + """FROM rollup_quarter
+GROUP BY owner_id, coarse_start, series_id
+"""
+ROLLUP_FROM_QUARTERS = {grain: _ROLLUP_FROM_QUARTERS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+
 # Local slots: the slot of an instant s at offset o starts at s - ((s + o + phase) mod grain),
 # the modulo made non-negative (SQLite's % keeps the sign of its left side). :offsets: a JSON
 # list of the registered offsets the table serves (local_serves).
@@ -289,6 +317,44 @@ DELETE FROM rollup_offset
 WHERE utc_offset = :utc_offset
 """
 DELETE_LOCAL = {key: f"DELETE FROM {table} WHERE utc_offset = :utc_offset" for key, table in LOCAL_TABLES.items()}
+
+# rebuild-rollups in steps: one owner's UTC day [:lo, :hi) at a time, then its UTC week: the
+# quarter hours from :since on from the events, every coarser slot from the quarter hours.
+_OWNER_RANGE = """
+WHERE owner_id = :owner_id
+  AND slot_start >= :lo
+  AND slot_start < :hi
+"""
+CLEAR_OWNER_RANGE = {grain: f"DELETE FROM {table}" + _OWNER_RANGE for grain, table in ROLLUP_TABLES.items()}
+REBUILD_OWNER_QUARTERS = _REBUILD_ROLLUP.format(table="rollup_quarter").replace("FROM usage_event\n", """FROM usage_event
+WHERE (owner_id, series_id) IN (SELECT owner_id, id FROM usage_series WHERE owner_id = :owner_id)
+  AND ts_us >= :since * 1000000
+  AND ts_us < :hi * 1000000
+""")
+OWNER_RANGE_FROM_QUARTERS = {grain: _ROLLUP_FROM_QUARTERS.format(table=table).replace(
+    "FROM rollup_quarter\n", "FROM rollup_quarter" + _OWNER_RANGE) for grain, table in ROLLUP_TABLES.items()}
+CLEAR_OWNER_LOCAL = {key: f"DELETE FROM {table} WHERE owner_id = :owner_id" for key, table in LOCAL_TABLES.items()}
+BUILD_OWNER_LOCAL = {key: _BUILD_LOCAL.format(table=table).replace(
+    "FROM rollup_quarter\n", "FROM rollup_quarter\nWHERE owner_id = :owner_id\n") for key, table in LOCAL_TABLES.items()}
+# The instants an owner's usage spans, in its events (one index entry per series) and its rollups.
+OWNER_SPAN = """
+SELECT MIN(first_us) / 1000000, MAX(last_us) / 1000000
+FROM (SELECT (SELECT MIN(ts_us) FROM usage_event
+              WHERE usage_event.owner_id = usage_series.owner_id AND usage_event.series_id = usage_series.id) AS first_us,
+             (SELECT MAX(ts_us) FROM usage_event
+              WHERE usage_event.owner_id = usage_series.owner_id AND usage_event.series_id = usage_series.id) AS last_us
+      FROM usage_series
+      WHERE owner_id = :owner_id
+      UNION ALL
+      SELECT MIN(slot_start) * 1000000, MAX(slot_start) * 1000000
+      FROM rollup_week
+      WHERE owner_id = :owner_id) AS spans
+"""
+ALL_OWNER_IDS = """
+SELECT id
+FROM owner
+ORDER BY id
+"""
 
 # --- reading usage ------------------------------------------------------------------------
 # Buckets: strftime(:fmt, <slot start> + :offset, 'unixepoch', :shift, :align), where the
@@ -414,6 +480,15 @@ LIMIT :limit
 """
 
 # --- operations --------------------------------------------------------------------------------
+
+# The newest event's instant, one index entry per series (for GET /metrics).
+NEWEST_EVENT = """
+SELECT MAX((SELECT MAX(usage_event.ts_us)
+            FROM usage_event
+            WHERE usage_event.owner_id = usage_series.owner_id
+              AND usage_event.series_id = usage_series.id))
+FROM usage_series
+"""
 
 SCHEMA_READABLE = """
 SELECT COUNT(*)

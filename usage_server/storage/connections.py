@@ -92,6 +92,45 @@ def unavailable_reason(exc: BaseException) -> str | None:
     return sqlite.unavailable_reason(exc) or postgresql.unavailable_reason(exc)
 
 
+def database_size(conn) -> int:
+    """Bytes the database takes on disk (SQLite: the file and its WAL)."""
+    return engine_of(conn).database_size(conn)
+
+
+def checkpoint(conn) -> None:
+    """Between the steps of a bulk writer: let the engine move what was written into the
+    database without waiting on readers (SQLite: a PASSIVE checkpoint), so its log stays small."""
+    engine_of(conn).checkpoint(conn)
+
+
+def backup(config, dest: str) -> str:
+    """Copy the live database into the new file `dest` and check it (the check's verdict);
+    an engine with its own tool for it (PostgreSQL: pg_dump) says how to use that instead."""
+    return engine_for(config["DATABASE"]).backup(config, dest)
+
+
+def holds_data(config) -> bool:
+    """Whether the configured database exists and holds any owner (a restore would replace it)."""
+    engine = engine_for(config["DATABASE"])
+    if not engine.database_exists(config["DATABASE"]):
+        return False
+    conn = engine.connect(config)
+    try:
+        return "owner" in engine.table_names(conn) and conn.execute("SELECT 1 FROM owner LIMIT 1").fetchone() is not None
+    finally:
+        conn.close()
+
+
+def restore_source(config, source: str) -> dict:
+    """The settings to read the backup `source` with (read-only), once the engine found it intact."""
+    return {**config, "DATABASE": engine_for(config["DATABASE"]).check_restore_source(config, source)}
+
+
+def restore(config, source: str) -> None:
+    """Replace the configured database's content with the checked backup `source`."""
+    engine_for(config["DATABASE"]).restore(config, source)
+
+
 def sync_identities(conn) -> None:
     """Call after inserting rows with explicit ids: later rows get ids after them."""
     engine_of(conn).sync_identities(conn)

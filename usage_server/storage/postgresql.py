@@ -10,6 +10,7 @@ function of the schema (postgresql/0001_initial.sql), always in UTC.
 """
 import os
 import re
+import shlex
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -326,6 +327,35 @@ WHERE table_schema = current_schema()
   AND identity_generation = 'BY DEFAULT'
 ORDER BY table_name, column_name
 """
+
+
+def backup(config, dest: str) -> str:
+    """PostgreSQL is backed up by its own tool, which takes a consistent snapshot while serving."""
+    command = ["pg_dump", "--format=custom", f"--file={dest}", f"--dbname={redacted(config['DATABASE'])}"]
+    raise DatabaseSetupError(
+        "a PostgreSQL database is backed up with pg_dump (a consistent snapshot; the server keeps serving):\n  "
+        + shlex.join(command) + "\n(give the password by PGPASSWORD or ~/.pgpass)")
+
+
+def check_restore_source(config, source: str) -> str:
+    """PostgreSQL restores with its own tool: say how."""
+    restore(config, source)
+
+
+def restore(config, source: str) -> None:
+    command = ["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
+               f"--dbname={redacted(config['DATABASE'])}", source]
+    raise DatabaseSetupError(
+        "a PostgreSQL database is restored with pg_restore from a pg_dump --format=custom file:\n  "
+        + shlex.join(command) + "\n(give the password by PGPASSWORD or ~/.pgpass; then `usage-server migrate`)")
+
+
+def database_size(conn: Connection) -> int:
+    return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+
+
+def checkpoint(conn: Connection) -> None:
+    """Nothing to do: PostgreSQL's own checkpointer never blocks a writer or a reader."""
 
 
 def sync_identities(conn: Connection) -> None:

@@ -1,8 +1,10 @@
 """What is particular to SQLite: opening a file with the server's pragmas, a kept connection
 per worker thread, transactions, error names, the catalogue of tables, running a script in
 a transaction, and what /health reports. PostgreSQL has a module like this one."""
+import fcntl
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +14,6 @@ from urllib.request import pathname2url, url2pathname
 import click
 
 NAME = "sqlite"
-Connection = sqlite3.Connection
 Row = sqlite3.Row
 START_UP_WAIT_MS = 600_000  # a process starting while another upgrades or builds rollups waits for it
 PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks
@@ -22,6 +23,31 @@ clock = time.monotonic  # the deadline's time source; tests swap in one that cou
 
 class DatabaseSetupError(click.ClickException):
     """A database that cannot be used, reported before anything is created."""
+
+
+class Connection(sqlite3.Connection):
+    """An SQLite connection that knows its WAL file and checkpoint lock (set at connect)."""
+
+    lock_path: str | None = None
+    changes_at_checkpoint = 0  # total_changes when it last checkpointed
+
+
+# SQLite 3.7.0 to 3.51.2 can corrupt a WAL database when connections checkpoint and write at
+# once (fixed in 3.51.3). So no connection checkpoints by itself (wal_autocheckpoint = 0): a
+# writer checkpoints after its commit once it changed CHECKPOINT_CHANGES rows since its last
+# checkpoint, PASSIVE (never waiting for readers), holding a lock that makes it the only
+# checkpointer of all processes; if another holds it, it skips (its next commit tries again).
+# (The WAL file's size is no measure: it keeps its size when SQLite starts it over.)
+WAL_RESET_BUG = ((3, 7, 0), (3, 51, 2))
+CHECKPOINT_CHANGES = 2_000  # about SQLite's automatic checkpoint (1000 pages) for batches of events
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # a WAL reset after a checkpoint shrinks the file to this
+_checkpoint_thread_lock = threading.Lock()  # flock() is per open file: threads of a process share it
+_lock_files: dict[str, int] = {}  # lock path -> descriptor, kept open for the process's life
+
+
+def has_wal_reset_bug(version: str = sqlite3.sqlite_version) -> bool:
+    low, high = WAL_RESET_BUG
+    return low <= tuple(int(part) for part in version.split(".")[:3]) <= high
 
 
 def database_file(database: str) -> Path | None:
@@ -84,15 +110,22 @@ def connect(config, create: bool = False) -> sqlite3.Connection:
     new empty database. A read-only file keeps its journal mode and serves reads.
     """
     conn = sqlite3.connect(
-        database_uri(config["DATABASE"], create), isolation_level=None, check_same_thread=False, uri=True
+        database_uri(config["DATABASE"], create), isolation_level=None, check_same_thread=False, uri=True,
+        factory=Connection,
     )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(config['BUSY_TIMEOUT_MS'])}")
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        wal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorname != "SQLITE_READONLY":
             raise
+        wal = False
+    path = conn.execute("PRAGMA database_list").fetchone()["file"]
+    if wal and path and not conn.execute("PRAGMA query_only").fetchone()[0]:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints only under the lock (see above)
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+        conn.lock_path = f"{path}-checkpoint"
     if config.get("MAX_PAGE_COUNT"):  # a size quota (and how the tests fill the disk)
         conn.execute(f"PRAGMA max_page_count = {int(config['MAX_PAGE_COUNT'])}")
     synchronous = str(config["SYNCHRONOUS"]).upper()
@@ -156,6 +189,8 @@ def write_transaction(conn: sqlite3.Connection):
         if conn.in_transaction:  # SQLite may have rolled back already (disk full, interrupt)
             conn.execute("ROLLBACK")
         raise
+    if getattr(conn, "lock_path", None) is not None and conn.total_changes - conn.changes_at_checkpoint >= CHECKPOINT_CHANGES:
+        checkpoint(conn, wait=False)
 
 
 
@@ -252,6 +287,107 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
         conn.execute(statement)
 
 
+def database_size(conn: sqlite3.Connection) -> int:
+    """The file's pages and its WAL, in bytes."""
+    pages = conn.execute("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()").fetchone()[0]
+    wal = database_name(conn) + "-wal"
+    return pages + (os.path.getsize(wal) if os.path.exists(wal) else 0)
+
+
+def checkpoint(conn: Connection, wait: bool = True) -> bool:
+    """Copy committed pages from the WAL into the database as far as no reader needs them,
+    never waiting for a reader (PASSIVE), as the only checkpointer of every process (the
+    lock file beside the database). Bulk writers call it between their steps (`wait`: for
+    another checkpointer to finish); a writer after its commit skips it when another is
+    checkpointing. Whether it ran."""
+    if getattr(conn, "lock_path", None) is None:  # read-only, or not in WAL mode: nothing to do
+        return False
+    if not _checkpoint_thread_lock.acquire(blocking=wait):
+        return False
+    try:
+        descriptor = _lock_files.get(conn.lock_path)
+        if descriptor is None:
+            descriptor = _lock_files[conn.lock_path] = os.open(conn.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            conn.changes_at_checkpoint = conn.total_changes
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return True
+    finally:
+        _checkpoint_thread_lock.release()
+
+
+def backup(config, dest: str) -> str:
+    """A consistent copy of the live database into the new file `dest`, checked; the server
+    keeps serving and writing meanwhile (WAL: the copy is one read transaction's snapshot)."""
+    target = Path(dest)
+    if target.exists():
+        raise DatabaseSetupError(f"{target} exists: back up to a new file")
+    if not target.parent.is_dir():
+        raise DatabaseSetupError(f"directory {target.parent} does not exist")
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    source = connect(config)
+    try:
+        copy = sqlite3.connect(partial, isolation_level=None)
+        try:
+            source.backup(copy)  # every page in one step: one snapshot, however long it takes
+            copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+            check = integrity(copy)
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    if check != "ok":
+        partial.unlink(missing_ok=True)
+        raise DatabaseSetupError(f"the copy failed its integrity check: {check}")
+    os.replace(partial, target)
+    return check
+
+
+def integrity(conn: sqlite3.Connection) -> str:
+    """PRAGMA integrity_check's verdict: "ok", or its first problems on one line."""
+    return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check(10)"))
+
+
+def check_restore_source(config, source: str) -> str:
+    """The setting a backup file is read through (read-only), once it is an intact SQLite file."""
+    check_database_path(source)
+    if not Path(source).is_file():
+        raise DatabaseSetupError(f"{source} does not exist")
+    uri = f"file:{pathname2url(os.path.abspath(source))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        check = integrity(conn)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseSetupError(f"{source} is not a usable SQLite database: {exc}") from None
+    finally:
+        conn.close()
+    if check != "ok":
+        raise DatabaseSetupError(f"{source} failed its integrity check: {check}")
+    return uri
+
+
+def restore(config, source: str) -> None:
+    """Copy the checked backup `source` over the configured database, in one write transaction
+    of SQLite's backup API (servers wait for it, then read the restored data)."""
+    target = connect(config, create=True)
+    try:
+        reader = sqlite3.connect(check_restore_source(config, source), uri=True)
+        try:
+            reader.backup(target)
+        finally:
+            reader.close()
+        target.execute("PRAGMA journal_mode = WAL")
+    finally:
+        target.close()
+
+
 def sync_identities(conn: sqlite3.Connection) -> None:
     """Nothing to do: an INTEGER PRIMARY KEY goes on after the largest id stored."""
 
@@ -274,8 +410,14 @@ def engine_status(conn: sqlite3.Connection) -> dict:
     """For /health: SQLite's version and the settings in effect on this connection."""
     pragmas = dict(conn.execute(SETTINGS_IN_EFFECT).fetchone())
     pragmas["synchronous"] = SYNCHRONOUS_NAMES[pragmas["synchronous"]]
-    return {"engine": NAME, "version": sqlite3.sqlite_version, "sqliteVersion": sqlite3.sqlite_version,
-            "pragmas": pragmas}
+    status = {"engine": NAME, "version": sqlite3.sqlite_version, "sqliteVersion": sqlite3.sqlite_version,
+              "pragmas": pragmas}
+    if has_wal_reset_bug():
+        status["warnings"] = [
+            f"SQLite {sqlite3.sqlite_version} has the WAL-reset bug of 3.7.0 to 3.51.2 (connections that checkpoint "
+            "and write at once can corrupt the database; fixed in 3.51.3): this server avoids it by letting one "
+            "connection at a time checkpoint (automatic checkpoints off)"]
+    return status
 
 
 def database_name(conn: sqlite3.Connection) -> str:
