@@ -16,12 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bearer
+from conftest import bearer, create_config, post_events
 from gunicorn_server import free_port, gunicorn_command, server_env
 from postgres_cluster import PASSWORD
+from oracle import owner_rollups
+from stored import EVENT_ROWS
+from stored import owner_rollups as stored_owner_rollups
+from stored import rows as stored_rows
 from support import PRICES_FILE
 import usage_server
 from usage_server import api, create_app
+from usage_server.queries import OWNER_ROLLUP_TABLES
 from usage_server.storage import NewerSchemaError, connect, migrations, write_transaction
 from usage_server.storage.connections import engine_of
 
@@ -33,6 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 SCHEMA_SQL = REPO / "schema.sql"
 FORK = multiprocessing.get_context("fork")
 LATEST = migrations.LATEST_VERSION
+STEPS = [(version, path.stem) for version, path in migrations.steps()]  # every version a new database records
+TABLE_COUNT = sum(path.read_text().count("CREATE TABLE") for _, path in migrations.steps())
 ENGINES = ("sqlite", "postgresql")
 
 
@@ -175,12 +182,40 @@ def test_a_release_0_1_0_database_is_upgraded_in_place_keeping_every_row_and_ans
     monkeypatch.setattr(api, "utc_now", lambda: datetime.fromisoformat(RECORDED["now"]))
     app = start(release_copy)
     after = rows(release_copy)
-    assert versions(release_copy) == [(1, "0001_initial")]
+    assert versions(release_copy) == STEPS
     assert {table: after[table] for table in before} == before
-    assert set(after) - set(before) == {"schema_version"}
+    assert set(after) - set(before) == {"schema_version", *OWNER_ROLLUP_TABLES.values()}
+    assert_owner_rollups_are_the_events(release_copy)
     replay(app.test_client())
     start(release_copy)  # started again: nothing changes
     assert rows(release_copy) == after
+
+
+def assert_owner_rollups_are_the_events(database) -> None:
+    """The owner rollups the upgrade filled equal the oracle's sums of the stored events."""
+    expected = owner_rollups(stored_rows(str(database), EVENT_ROWS))
+    assert all(expected.values())
+    assert stored_owner_rollups(str(database)) == expected
+
+
+def test_the_perf_step_fills_the_owner_rollups_of_a_database_with_usage(database, engine, client, make_key):
+    """A database at the step before, holding usage, gets owner rollups summed from its series rollups."""
+    key = make_key("acme")
+    create_config(client, key, "cfg_a")
+    create_config(client, key, "cfg_b", "house", "Acme")
+    events = [{"id": f"e{n}", "timestamp": f"2026-03-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:00Z",
+               "modelConfigId": "cfg_a" if n % 3 else "cfg_b", "promptTokens": n, "completionTokens": 2 * n,
+               **({"billingSource": "user"} if n % 4 == 0 else {})} for n in range(200)]
+    post_events(client, key, events[:120])
+    other = make_key("globex")  # a second owner
+    create_config(client, other, "cfg_a")
+    post_events(client, other, [dict(event, modelConfigId="cfg_a") for event in events[120:]])
+    version = next(number for number, path in migrations.steps(engine) if path.stem.endswith("_perf"))
+    execute(database, *(f"DROP TABLE {table}" for table in OWNER_ROLLUP_TABLES.values()),
+            f"DELETE FROM schema_version WHERE version >= {version}")
+    assert migrate(database).exit_code == 0
+    assert versions(database) == STEPS
+    assert_owner_rollups_are_the_events(database)
 
 
 def test_a_release_0_1_0_key_still_writes_after_the_upgrade(release_copy):
@@ -197,7 +232,7 @@ def test_the_upgraded_schema_is_the_schema_of_a_new_database_and_of_schema_sql(r
     start(release_copy)
     start(tmp_path / "new.sqlite")
     assert structure(release_copy) == structure(tmp_path / "new.sqlite") == documented(tmp_path)
-    assert len(documented(tmp_path)) == 16
+    assert len(documented(tmp_path)) == TABLE_COUNT
 
 
 def test_both_engines_make_the_same_tables_and_columns(new_database):
@@ -205,7 +240,7 @@ def test_both_engines_make_the_same_tables_and_columns(new_database):
     for database in made.values():
         start(database)
     sqlite, postgresql = ({table: sorted(names) for table, names in columns(made[engine]).items()} for engine in ENGINES)
-    assert len(sqlite) == len(postgresql) == 16  # compared as sets: owner_id leads each table on PostgreSQL
+    assert len(sqlite) == len(postgresql) == TABLE_COUNT  # compared as sets: owner_id leads each table on PostgreSQL
     assert postgresql.pop("api_key") == sorted(sqlite.pop("api_key") + ["rowid"])  # SQLite's rowid, spelt out
     assert postgresql == sqlite
 
@@ -245,7 +280,7 @@ def test_migrate_brings_an_empty_database_to_this_version_then_has_nothing_to_do
     result = migrate(database)
     assert result.exit_code == 0, result.output
     assert result.output == f"Upgraded the database {named(database)} from schema version 0 (none recorded) to {LATEST}.\n"
-    assert versions(database) == [(1, "0001_initial")]
+    assert versions(database) == STEPS
     upgraded = rows(database)
     assert len(upgraded["model"]) == len(json.loads(PRICES_FILE.read_text())["models"])
     again = migrate(database)
@@ -270,7 +305,7 @@ def test_migrate_applies_the_steps_after_the_recorded_version(database, second_s
                            "CREATE INDEX owner_note ON owner (note);\n")
     result = migrate(database)
     assert result.output == f"Upgraded the database {named(database)} from schema version {LATEST} to {LATEST + 1}.\n"
-    assert versions(database) == [(1, "0001_initial"), (LATEST + 1, f"{LATEST + 1:04d}_second")]
+    assert versions(database) == STEPS + [(LATEST + 1, f"{LATEST + 1:04d}_second")]
     assert columns(database)["owner"] == ["id", "name", "created_at", "note"]
 
 
@@ -282,7 +317,7 @@ def test_a_step_that_fails_changes_nothing(database, second_step):
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: cannot use the database {named(database)}: ")
     assert "no_such_table" in result.output and result.output.count("\n") == 1, result.output
-    assert columns(database) == before and versions(database) == [(1, "0001_initial")]
+    assert columns(database) == before and versions(database) == STEPS
 
 
 # --- a database from a newer release ------------------------------------------------------------
@@ -348,7 +383,7 @@ def test_workers_starting_at_once_on_a_new_database_make_one_schema(database, ne
     start_at_once(database)
     reference = new_database(engine)
     start(reference)  # one process alone
-    assert versions(database) == [(1, "0001_initial")]
+    assert versions(database) == STEPS
     assert columns(database) == columns(reference)
     after = rows(database)
     assert len(after["model"]) == len(json.loads(PRICES_FILE.read_text())["models"])
@@ -358,7 +393,7 @@ def test_workers_starting_at_once_on_a_new_database_make_one_schema(database, ne
 def test_workers_starting_at_once_upgrade_a_release_0_1_0_database_once(release_copy, tmp_path):
     before = rows(release_copy)
     start_at_once(release_copy)
-    assert versions(release_copy) == [(1, "0001_initial")]
+    assert versions(release_copy) == STEPS
     assert structure(release_copy) == documented(tmp_path)
     after = rows(release_copy)
     assert {table: after[table] for table in before} == before

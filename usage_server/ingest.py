@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from . import queries
 from .money import priced_cost, usd_to_micros
-from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE, local_serves
+from .queries import LOCAL_GRAINS, OWNER_ROLLUP_TABLES, ROLLUP_TABLES, SLOT_PHASE, local_serves
 from .storage import Connection, Row, unavailable_reason, write_transaction
 
 FINEST_GRAIN = min(ROLLUP_TABLES)
@@ -117,11 +117,14 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
         sums[4 if platform else 5] += cost
     if rows:
         db.executemany(queries.INSERT_EVENT, rows)
-        for grain, slots in coarser(finest).items():
+        rollups = coarser(finest)
+        for grain, slots in rollups.items():
             db.executemany(
                 queries.UPSERT_ROLLUP[grain],
                 [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
             )
+        for grain, slots in owner_rollups(rollups).items():
+            db.executemany(queries.UPSERT_OWNER_ROLLUP[grain], [(owner_id, slot, *sums) for slot, sums in slots.items()])
         offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
         for key, slots in local_rollups(finest, offsets).items():
             db.executemany(queries.UPSERT_LOCAL[key], [(owner_id, *slot, *sums) for slot, sums in slots.items()])
@@ -142,6 +145,17 @@ def coarser(finest: dict) -> dict[int, dict]:
             total = slots.get(key)
             slots[key] = sums if total is None else [a + b for a, b in zip(total, sums)]  # never added to in place
     return rollups
+
+
+def owner_rollups(rollups: dict[int, dict]) -> dict[int, dict]:
+    """The sums per slot over all series, at the grains with an owner rollup."""
+    owners = {}
+    for grain in OWNER_ROLLUP_TABLES:
+        slots = owners[grain] = {}
+        for (slot, _series_id), sums in rollups[grain].items():
+            total = slots.get(slot)
+            slots[slot] = sums if total is None else [a + b for a, b in zip(total, sums)]  # never added to in place
+    return owners
 
 
 def local_rollups(finest: dict, offsets: list[int]) -> dict[str, dict]:
@@ -165,6 +179,9 @@ def rebuild_rollups(db: Connection) -> None:
     for grain in ROLLUP_TABLES:
         db.execute(queries.CLEAR_ROLLUP[grain])
         db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
+    for grain in OWNER_ROLLUP_TABLES:
+        db.execute(queries.CLEAR_OWNER_ROLLUP[grain])
+        db.execute(queries.REBUILD_OWNER_ROLLUP[grain])
     offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
     for key, (grain, phase) in LOCAL_GRAINS.items():
         served = json.dumps([offset for offset in offsets if local_serves(key, offset)])

@@ -14,6 +14,9 @@ SLOT_PHASE = {604_800: 259_200, 86_400: 0, 3_600: 0, 900: 0}
 LOCAL_HOUR, LOCAL_DAY, LOCAL_WEEK = "local_hour", "local_day", "local_week"
 LOCAL_TABLES = {LOCAL_WEEK: "rollup_local_week", LOCAL_DAY: "rollup_local_day", LOCAL_HOUR: "rollup_local_hour"}
 LOCAL_GRAINS = {LOCAL_WEEK: (604_800, 259_200), LOCAL_DAY: (86_400, 0), LOCAL_HOUR: (3_600, 0)}  # (grain, phase)
+# Owner rollups: the series rollups of the same grain summed over all series, for time series
+# without a configuration filter (one row per slot, not one per slot and series).
+OWNER_ROLLUP_TABLES = {604_800: "rollup_owner_week", 86_400: "rollup_owner_day", 3_600: "rollup_owner_hour"}
 
 
 def local_serves(key: str, offset: int) -> bool:
@@ -188,6 +191,13 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET""" + _ADD_EXCLUDED
 UPSERT_ROLLUP = {grain: _UPSERT_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 
+_UPSERT_OWNER_ROLLUP = """
+INSERT INTO {table} (owner_id, slot_start, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (owner_id, slot_start) DO UPDATE SET""" + _ADD_EXCLUDED
+UPSERT_OWNER_ROLLUP = {grain: _UPSERT_OWNER_ROLLUP.format(table=table) for grain, table in OWNER_ROLLUP_TABLES.items()}
+
 LOCAL_OFFSETS = """
 SELECT utc_offset
 FROM rollup_offset
@@ -247,6 +257,17 @@ GROUP BY owner_id, slot_start, series_id
 """
 CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.items()}
 REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+
+# Owner rollups from the series rollup of the same grain, just rebuilt.
+_REBUILD_OWNER_ROLLUP = """
+INSERT INTO {table} (owner_id, slot_start, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+SELECT owner_id, slot_start,""" + _ROLLUP_SUMS + """FROM {source}
+GROUP BY owner_id, slot_start
+"""
+CLEAR_OWNER_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in OWNER_ROLLUP_TABLES.items()}
+REBUILD_OWNER_ROLLUP = {grain: _REBUILD_OWNER_ROLLUP.format(table=table, source=ROLLUP_TABLES[grain])
+                        for grain, table in OWNER_ROLLUP_TABLES.items()}
 
 # Local slots: the slot of an instant s at offset o starts at s - ((s + o + phase) mod grain),
 # the modulo made non-negative (SQLite's % keeps the sign of its left side). :offsets: a JSON
@@ -394,6 +415,20 @@ SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS buck
        series_id,""" + _ROLLUP_SUMS + _LOCAL_RANGE + """
 GROUP BY bucket, series_id
 """
+# Time series of all configurations: one owner row per slot, no series to sum first.
+_OWNER_BUCKETS = """
+SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
+       SUM(requests) AS requests,
+       SUM(platform_tokens + user_tokens) AS tokens,
+       SUM(platform_cost + user_cost) AS cost
+FROM {table}
+WHERE owner_id = :owner_id
+  AND slot_start >= :lo
+  AND slot_start < :hi
+GROUP BY bucket
+"""
+OWNER_BUCKETS = {grain: _OWNER_BUCKETS.format(table=table) for grain, table in OWNER_ROLLUP_TABLES.items()}
+
 for _key, _table in LOCAL_TABLES.items():
     BUCKETS[_key] = _ROLLUP_BUCKETS.format(rows=_LOCAL_RANGE.format(table=_table))
     BUCKET_SERIES[_key] = _LOCAL_BUCKET_SERIES.format(table=_table)

@@ -105,7 +105,10 @@ def time_series(db: Connection, query: UsageQuery) -> list[dict]:
     labels, pieces = bucket_plan(query, local_offsets(db))
     points = {label: [0, 0, 0] for label in labels}
     for grain, params, suffix in pieces:
-        for bucket, requests, tokens, cost in db.execute(queries.BUCKETS[grain], params):
+        statement = queries.BUCKETS[grain]
+        if query.config_id is None and grain in queries.OWNER_BUCKETS:
+            statement = queries.OWNER_BUCKETS[grain]  # one row per slot: no series to sum
+        for bucket, requests, tokens, cost in db.execute(statement, params):
             point = points[bucket + suffix]
             point[0] += requests
             point[1] += tokens
