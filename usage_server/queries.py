@@ -226,6 +226,15 @@ OWNER_VERSION = """
 SELECT COALESCE((SELECT version FROM owner_version WHERE owner_id = :owner_id), 0)
 """
 
+# The version for a usage answer's ETag, and the local offsets its report reads (utc_offset NULL
+# on the version's row): one statement at the start of the answer's snapshot.
+VERSION_AND_OFFSETS = """
+SELECT COALESCE((SELECT version FROM owner_version WHERE owner_id = :owner_id), 0) AS version, NULL AS utc_offset
+UNION ALL
+SELECT NULL, utc_offset
+FROM rollup_offset
+"""
+
 # --- rebuilding rollups from the events ---------------------------------------------------
 
 # The sums of a usage series, over rollup slots or over raw events (also read by the reports).
@@ -320,24 +329,7 @@ _SERIES_FILTER = """
  OR series_id IN (SELECT id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id))
 """
 
-# Slots are summed first (in primary-key order, no sort), so strftime runs once per slot,
-# not once per slot and series.
-# {rows}: FROM and WHERE of the slots in range (_ROLLUP_RANGE or _LOCAL_RANGE).
-_ROLLUP_BUCKETS = """
-SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
-       SUM(requests) AS requests,
-       SUM(tokens) AS tokens,
-       SUM(cost) AS cost
-FROM (SELECT slot_start,
-             SUM(requests) AS requests,
-             SUM(platform_tokens + user_tokens) AS tokens,
-             SUM(platform_cost + user_cost) AS cost
-      {rows}
-      GROUP BY slot_start) AS slots
-GROUP BY bucket
-"""
-
-
+# {rows} below: FROM and WHERE of the slots in range (_ROLLUP_RANGE or _LOCAL_RANGE).
 _ROLLUP_RANGE = """
 FROM {table}
 WHERE owner_id = :owner_id
@@ -378,8 +370,6 @@ WHERE """ + _OWNER_EVENTS + """
 GROUP BY series_id
 """
 
-BUCKETS = {grain: _ROLLUP_BUCKETS.format(rows=_ROLLUP_RANGE.format(table=table)) for grain, table in ROLLUP_TABLES.items()}
-BUCKETS[1] = EVENT_BUCKETS
 SERIES_TOTALS = {grain: _ROLLUP_SERIES_TOTALS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 SERIES_TOTALS[1] = EVENT_SERIES_TOTALS
 
@@ -415,22 +405,33 @@ SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS buck
        series_id,""" + _ROLLUP_SUMS + _LOCAL_RANGE + """
 GROUP BY bucket, series_id
 """
-# Time series of all configurations: one owner row per slot, no series to sum first.
-_OWNER_BUCKETS = """
-SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
+# Time series from rollups: the sums per slot (in primary-key order, no sort); reports.py labels
+# each slot's bucket in Python, once per range, rather than strftime once per slot and request.
+_SLOT_SUMS = """
+SELECT slot_start,
        SUM(requests) AS requests,
        SUM(platform_tokens + user_tokens) AS tokens,
        SUM(platform_cost + user_cost) AS cost
+{rows}
+GROUP BY slot_start
+"""
+SLOT_SUMS = {grain: _SLOT_SUMS.format(rows=_ROLLUP_RANGE.format(table=table)) for grain, table in ROLLUP_TABLES.items()}
+
+# Time series of all configurations: one owner row per slot, no series to sum.
+_OWNER_SLOT_SUMS = """
+SELECT slot_start,
+       requests,
+       platform_tokens + user_tokens AS tokens,
+       platform_cost + user_cost AS cost
 FROM {table}
 WHERE owner_id = :owner_id
   AND slot_start >= :lo
   AND slot_start < :hi
-GROUP BY bucket
 """
-OWNER_BUCKETS = {grain: _OWNER_BUCKETS.format(table=table) for grain, table in OWNER_ROLLUP_TABLES.items()}
+OWNER_SLOT_SUMS = {grain: _OWNER_SLOT_SUMS.format(table=table) for grain, table in OWNER_ROLLUP_TABLES.items()}
 
 for _key, _table in LOCAL_TABLES.items():
-    BUCKETS[_key] = _ROLLUP_BUCKETS.format(rows=_LOCAL_RANGE.format(table=_table))
+    SLOT_SUMS[_key] = _SLOT_SUMS.format(rows=_LOCAL_RANGE.format(table=_table))
     BUCKET_SERIES[_key] = _LOCAL_BUCKET_SERIES.format(table=_table)
 
 OWNER_SERIES = """

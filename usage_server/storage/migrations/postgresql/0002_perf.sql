@@ -38,7 +38,9 @@ CREATE TABLE rollup_owner_week (
     PRIMARY KEY (owner_id, slot_start)
 );
 
--- A database that already holds usage: the new tables are the sums of the series rollups.
+-- A database that already holds usage: the new tables are the sums of the series rollups
+-- (emptied first: a database from before recorded versions runs every step again).
+DELETE FROM rollup_owner_hour;
 INSERT INTO rollup_owner_hour (owner_id, slot_start, requests, unpriced,
                               platform_tokens, user_tokens, platform_cost, user_cost)
 SELECT owner_id, slot_start, SUM(requests), SUM(unpriced),
@@ -46,6 +48,7 @@ SELECT owner_id, slot_start, SUM(requests), SUM(unpriced),
 FROM rollup_hour
 GROUP BY owner_id, slot_start;
 
+DELETE FROM rollup_owner_day;
 INSERT INTO rollup_owner_day (owner_id, slot_start, requests, unpriced,
                               platform_tokens, user_tokens, platform_cost, user_cost)
 SELECT owner_id, slot_start, SUM(requests), SUM(unpriced),
@@ -53,6 +56,7 @@ SELECT owner_id, slot_start, SUM(requests), SUM(unpriced),
 FROM rollup_day
 GROUP BY owner_id, slot_start;
 
+DELETE FROM rollup_owner_week;
 INSERT INTO rollup_owner_week (owner_id, slot_start, requests, unpriced,
                               platform_tokens, user_tokens, platform_cost, user_cost)
 SELECT owner_id, slot_start, SUM(requests), SUM(unpriced),
