@@ -76,11 +76,7 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
     """
     result = StoreResult()
     series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
-    prices = {}
-    for row in configs.values():
-        model = db.execute(queries.MODEL_BY_ID, {"model_id": row["model_id"]}).fetchone()
-        if model and model["prompt_micros_per_mtok"] is not None and model["completion_micros_per_mtok"] is not None:
-            prices[row["id"]] = (model["prompt_micros_per_mtok"], model["completion_micros_per_mtok"])
+    prices = config_prices(db, configs)
 
     seen = {
         row["event_id"]: row["fingerprint"]
@@ -117,33 +113,91 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
         sums[4 if platform else 5] += cost
     if rows:
         db.executemany(queries.INSERT_EVENT, rows)
-        rollups = coarser(finest)
-        for grain, slots in rollups.items():
-            db.executemany(
-                queries.UPSERT_ROLLUP[grain],
-                [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
-            )
-        for grain, slots in owner_rollups(rollups).items():
-            db.executemany(queries.UPSERT_OWNER_ROLLUP[grain], [(owner_id, slot, *sums) for slot, sums in slots.items()])
-        offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
-        for key, slots in local_rollups(finest, offsets).items():
-            db.executemany(queries.UPSERT_LOCAL[key], [(owner_id, *slot, *sums) for slot, sums in slots.items()])
-        db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+        add_to_rollups(db, owner_id, finest)
     result.accepted = len(rows)
     return result
 
 
-def coarser(finest: dict) -> dict[int, dict]:
-    """The sums of every rollup grain, from those of the finest (its slots nest in all others)."""
-    rollups = {FINEST_GRAIN: finest}
-    for grain in ROLLUP_TABLES:
-        if grain == FINEST_GRAIN:
+def config_prices(db: Connection, configs: dict[str, Row]) -> dict[str, tuple[int, int]]:
+    """config id -> catalogue prices (micro-dollars per million prompt and completion tokens)."""
+    prices = {}
+    for row in configs.values():
+        model = db.execute(queries.MODEL_BY_ID, {"model_id": row["model_id"]}).fetchone()
+        if model and model["prompt_micros_per_mtok"] is not None and model["completion_micros_per_mtok"] is not None:
+            prices[row["id"]] = (model["prompt_micros_per_mtok"], model["completion_micros_per_mtok"])
+    return prices
+
+
+def add_to_rollups(db: Connection, owner_id: int, finest: dict) -> None:
+    """Add sums per (finest slot, series) to every rollup of the owner, and bump its version."""
+    rollups = coarser(finest)
+    for grain, slots in rollups.items():
+        db.executemany(
+            queries.UPSERT_ROLLUP[grain],
+            [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
+        )
+    for grain, slots in owner_rollups(rollups).items():
+        db.executemany(queries.UPSERT_OWNER_ROLLUP[grain], [(owner_id, slot, *sums) for slot, sums in slots.items()])
+    offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
+    for key, slots in local_rollups(finest, offsets).items():
+        db.executemany(queries.UPSERT_LOCAL[key], [(owner_id, *slot, *sums) for slot, sums in slots.items()])
+    db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+
+
+def store_seeded_events(db: Connection, owner_id: int, events, configs: dict[str, Row], chunk: int = 50_000) -> int:
+    """The bulk form of store_events for generated usage (`usage-server seed`, benchmarks):
+    any number of events, inserted in chunks; then every rollup gets their sums, computed by
+    the database from the new rows (one GROUP BY per table, not a Python dict per slot). Ids
+    the owner holds already are skipped (not compared: a seed run again sends the same
+    events). Call inside a write transaction; returns how many were stored."""
+    series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
+    prices = config_prices(db, configs)
+    seen = {row[0] for row in db.execute(queries.OWNER_EVENT_IDS, {"owner_id": owner_id})}
+    after = db.execute(queries.LAST_EVENT_ID).fetchone()[0]  # ids grow: the new rows are those above
+    rows, stored = [], 0
+    for event in events:
+        if event.event_id in seen:
             continue
+        seen.add(event.event_id)
+        cost, priced = event.cost_micros, 1
+        if cost is None:
+            price = prices.get(event.config_id)
+            cost, priced = (priced_cost(event.prompt_tokens, event.completion_tokens, *price), 1) if price else (0, 0)
+        rows.append((owner_id, event.event_id, event.ts_us, series[event.config_id], event.prompt_tokens,
+                     event.completion_tokens, event.total_tokens, cost, priced, event.execution_us, event.billing_source,
+                     event.fingerprint()))
+        if len(rows) == chunk:
+            db.executemany(queries.INSERT_EVENT, rows)
+            stored, rows = stored + len(rows), []
+    if rows:
+        db.executemany(queries.INSERT_EVENT, rows)
+        stored += len(rows)
+    if stored:
+        new = {"owner_id": owner_id, "after": after}
+        for grain in ROLLUP_TABLES:
+            db.execute(queries.ADD_NEW_EVENTS[grain], {**new, "grain": grain, "phase": SLOT_PHASE[grain]})
+        for grain in OWNER_ROLLUP_TABLES:
+            db.execute(queries.OWNER_ADD_NEW_EVENTS[grain], {**new, "grain": grain, "phase": SLOT_PHASE[grain]})
+        offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
+        for key, (grain, phase) in LOCAL_GRAINS.items():
+            served = json.dumps([offset for offset in offsets if local_serves(key, offset)])
+            db.execute(queries.LOCAL_ADD_NEW_EVENTS[key], {**new, "grain": grain, "phase": phase, "offsets": served})
+        db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+    return stored
+
+
+def coarser(finest: dict) -> dict[int, dict]:
+    """The sums of every rollup grain, from those of the finest: each grain's from the next
+    finer one's (quarter hours nest in hours, hours in days, days in weeks from Monday)."""
+    rollups = {FINEST_GRAIN: finest}
+    finer = finest
+    for grain in sorted(ROLLUP_TABLES)[1:]:
         slots, phase = rollups.setdefault(grain, {}), SLOT_PHASE[grain]
-        for (slot, series_id), sums in finest.items():
+        for (slot, series_id), sums in finer.items():
             key = (slot - (slot + phase) % grain, series_id)
             total = slots.get(key)
             slots[key] = sums if total is None else [a + b for a, b in zip(total, sums)]  # never added to in place
+        finer = slots
     return rollups
 
 
