@@ -1,7 +1,6 @@
 """The HTTP API: thin views that validate, query and shape JSON."""
 import json
 import secrets
-from dataclasses import astuple
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from functools import partial
@@ -198,7 +197,7 @@ def model_usage():
         version, offsets = reports.snapshot_head(db, owner_id)
         render = partial(usage_csv, db, query) if csv else lambda: jsonify(
             reports.model_usage(db, query, current_app.config["DATA_SOURCE"], offsets))
-        return conditional(db, owner_id, ["model-usage", astuple(query), csv], render, version)
+        return conditional(db, owner_id, ["model-usage", tuple(vars(query).values()), csv], render, version)  # astuple, uncopied
 
 
 @bp.get("/v1/model-usage/<path:config_id>")  # so a "/" in an id is a 400, not a 404
