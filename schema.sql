@@ -185,6 +185,46 @@ CREATE TABLE IF NOT EXISTS rollup_local_hour (
     PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
 ) WITHOUT ROWID;
 
+-- Owner rollups: the series rollups of the same grain summed over every series, one row
+-- per (owner, slot). A time series without a modelConfigId filter reads one row per slot
+-- instead of one per slot and series (168 rows for a week by hour, not 13 x 168).
+
+CREATE TABLE IF NOT EXISTS rollup_owner_hour (
+    owner_id         INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, slot_start)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_owner_day (
+    owner_id         INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, slot_start)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_owner_week (
+    owner_id         INTEGER NOT NULL,
+    slot_start       INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    unpriced         INTEGER NOT NULL,
+    platform_tokens  INTEGER NOT NULL,
+    user_tokens      INTEGER NOT NULL,
+    platform_cost    INTEGER NOT NULL,
+    user_cost        INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, slot_start)
+) WITHOUT ROWID;
+
 -- Bumped on every stored batch: the usage ETag of an owner.
 CREATE TABLE IF NOT EXISTS owner_version (
     owner_id  INTEGER PRIMARY KEY REFERENCES owner (id),

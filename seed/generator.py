@@ -5,6 +5,7 @@ the afternoon (UTC), and a growth trend over the period. Each model configuratio
 its own share of traffic, token sizes, latency and billing source (platform keys or the
 owner's own). One fine-tuned model has no catalogue price, so unpriced usage shows up.
 """
+import itertools
 import json
 import math
 import random
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from usage_server import queries
 from usage_server.auth import now_iso
 from usage_server.storage import Connection, Row, checkpoint, write_transaction
-from usage_server.ingest import NewEvent, store_events
+from usage_server.ingest import NewEvent, store_seeded_events
 
 STEP = 10_000  # events per transaction: a step holds the write lock for well under a busy timeout
 WEEKDAY_WEIGHT = (1.0, 1.05, 1.05, 1.0, 0.9, 0.45, 0.4)  # Monday first
@@ -84,18 +85,18 @@ def generate(events: int, days: int, seed: int, end: int, id_prefix: str = "seed
     config_picks = rng.choices(DEMO_CONFIGS, weights=[c.share for c in DEMO_CONFIGS], k=events)
     instants = []
     for day, hour in zip(day_picks, hour_picks):
-        instant = (start_day + day) * 86_400 + hour * 3_600 + rng.randrange(3_600)
+        instant = (start_day + day) * 86_400 + hour * 3_600 + int(rng.random() * 3_600)
         instants.append(instant if instant < end else instant - 86_400)
     order = sorted(range(events), key=instants.__getitem__)
-    lognormal, random_unit = rng.lognormvariate, rng.random
+    gauss, random_unit, exp = rng.gauss, rng.random, math.exp  # log-normal sizes: exp of a normal draw
     for number, index in enumerate(order):
         config = config_picks[index]
-        prompt = max(1, int(config.prompt_median * lognormal(0, 0.6)))
-        completion = max(1, int(config.completion_median * lognormal(0, 0.7)))
-        latency = config.latency_base * lognormal(0, 0.3) + completion * config.seconds_per_token
+        prompt = max(1, int(config.prompt_median * exp(gauss(0, 0.6))))
+        completion = max(1, int(config.completion_median * exp(gauss(0, 0.7))))
+        latency = config.latency_base * exp(gauss(0, 0.3)) + completion * config.seconds_per_token
         yield NewEvent(
             event_id=f"{id_prefix}-{number:09d}",
-            ts_us=instants[index] * 1_000_000 + rng.randrange(1_000) * 1_000,
+            ts_us=instants[index] * 1_000_000 + int(random_unit() * 1_000) * 1_000,
             config_id=config.id,
             prompt_tokens=prompt,
             completion_tokens=completion,
@@ -115,24 +116,15 @@ def seed_owner(conn: Connection, owner: str, events: int, days: int, seed: int, 
     small; a seed cut short keeps the steps it committed, and seeding again adds the rest.
     """
     end = int(time.time()) if end is None else end
-    stored = 0
     with write_transaction(conn):
         conn.execute(queries.INSERT_OWNER, {"name": owner, "created_at": now_iso()})
         owner_id = conn.execute(queries.OWNER_ID_BY_NAME, {"name": owner}).fetchone()[0]
         configs = ensure_configs(conn, owner_id)
-    chunk = []
-    for event in generate(events, days, seed, end, id_prefix=f"seed{seed}"):
-        chunk.append(event)
-        if len(chunk) == step:
-            stored += store_step(conn, owner_id, chunk, configs)
-            chunk = []
-    if chunk:
-        stored += store_step(conn, owner_id, chunk, configs)
-    return stored
-
-
-def store_step(conn: Connection, owner_id: int, events: list, configs: dict) -> int:
-    with write_transaction(conn):
-        stored = store_events(conn, owner_id, events, configs).accepted
-    checkpoint(conn)
+        seen = {row[0] for row in conn.execute(queries.OWNER_EVENT_IDS, {"owner_id": owner_id})}
+    stored = 0
+    generated = generate(events, days, seed, end, id_prefix=f"seed{seed}")
+    while chunk := list(itertools.islice(generated, step)):
+        with write_transaction(conn):
+            stored += store_seeded_events(conn, owner_id, chunk, configs, seen)
+        checkpoint(conn)
     return stored

@@ -128,6 +128,18 @@ def local_rollups(events, offsets) -> dict[str, list[tuple]]:
     return {table: summed_rows(events, slots(table)) for table in LOCAL_TABLES}
 
 
+OWNER_TABLES = {"rollup_owner_hour": "rollup_local_hour", "rollup_owner_day": "rollup_local_day",
+                "rollup_owner_week": "rollup_local_week"}  # each: UTC slots, as a local table's at offset 0
+
+
+def owner_rollups(events) -> dict[str, list[tuple]]:
+    """What the owner rollups must hold: the events per owner and UTC hour, day and week
+    (from Monday), whatever their series: (owner_id, slot_start, requests, ...)."""
+    unseried = [(owner_id, ts_us, None, *rest) for owner_id, ts_us, _series_id, *rest in events]
+    return {table: [row[:2] + row[3:] for row in summed_rows(unseried, lambda ts_us, like=like: [(local_slot(ts_us, 0, like),)])]
+            for table, like in OWNER_TABLES.items()}
+
+
 def usd(micros: int) -> float:
     return float(Decimal(micros) / 10**6)
 

@@ -1,6 +1,6 @@
 """What a test database holds, whatever its engine: rows read through the storage layer
 as plain tuples, sorted in Python (so no answer leans on an engine's collation)."""
-from oracle import LOCAL_TABLES
+from oracle import LOCAL_TABLES, OWNER_TABLES
 from usage_server.storage import connect
 
 EVENT_ROWS = "SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source FROM usage_event"
@@ -34,6 +34,11 @@ def local_rollups(database: str) -> dict[str, list[tuple]]:
     """The local rollups (FAST_TIMEZONES) as stored: owner, offset, slot start, series, totals."""
     return {table: rows(database, f"SELECT owner_id, utc_offset, slot_start, series_id, {TOTALS} FROM {table}")
             for table in LOCAL_TABLES}
+
+
+def owner_rollups(database: str) -> dict[str, list[tuple]]:
+    """The owner rollups as stored: owner, slot start, totals."""
+    return {table: rows(database, f"SELECT owner_id, slot_start, {TOTALS} FROM {table}") for table in OWNER_TABLES}
 
 
 def offsets(database: str) -> list[int]:

@@ -14,16 +14,21 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import FROZEN_NOW, bearer, create_config, post_events
+from oracle import owner_rollups
 from postgres_cluster import PASSWORD
+from stored import EVENT_ROWS
+from stored import rows as stored_rows
+from stored import owner_rollups as stored_owner_rollups
 from seed import generator
 from usage_server import api, copying, create_app
-from usage_server.queries import COPIED_TABLES, LOCAL_TABLES, ROLLUP_TABLES
+from usage_server.queries import COPIED_TABLES, LOCAL_TABLES, OWNER_ROLLUP_TABLES, ROLLUP_TABLES
 from usage_server.storage import connect, write_transaction
 
 FAST = "Asia/Kolkata,Asia/Kathmandu"  # local rollups at +5:30 and +5:45, kept on both ends
 SCRIPT = Path(sys.executable).with_name("usage-server")
 COUNT_LINE = re.compile(r"^(\w+): (\d[\d,]*) new of (\d[\d,]*)$", re.M)
 EVERY_TABLE = (*COPIED_TABLES, "owner_version", "rollup_offset", *ROLLUP_TABLES.values(), *LOCAL_TABLES.values(),
+               *OWNER_ROLLUP_TABLES.values(),
                "schema_version")
 PRICES = [  # price overrides: gpt-4o dearer than the default catalogue's 2.5 / 10, and a model of its own
     {"modelId": "gpt-4o", "provider": "OpenAI", "displayName": "GPT-4o", "promptPerMillion": 3, "completionPerMillion": 12},
@@ -182,6 +187,7 @@ def test_postgresql_target_answers_alike_with_the_same_keys(source, postgres, fr
     assert app.test_client().get("/v1/model-configs", headers=bearer(source.revoked)).status_code == 401
     assert contents(target, COPIED_TABLES, copied_columns=True) == contents(source.database, COPIED_TABLES,
                                                                             copied_columns=True)
+    assert stored_owner_rollups(target) == owner_rollups(stored_rows(target, EVENT_ROWS))  # built by the copy
 
 
 def test_postgresql_target_takes_new_owners_configs_and_events(source, postgres, frozen_now):
@@ -224,6 +230,7 @@ def test_every_direction_keeps_every_row(source, postgres, tmp_path, frozen_now,
     rows = contents(source.database, COPIED_TABLES, copied_columns=True)
     for database in (first, second, last):
         assert contents(database, COPIED_TABLES, copied_columns=True) == rows
+        assert stored_owner_rollups(database) == stored_owner_rollups(source.database)
     assert_same_answers(serve(last), source)
 
 

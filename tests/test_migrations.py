@@ -17,12 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bearer
+from conftest import bearer, create_config, post_events
 from gunicorn_server import free_port, gunicorn_command, server_env
 from postgres_cluster import PASSWORD
+from oracle import owner_rollups
+from stored import EVENT_ROWS
+from stored import owner_rollups as stored_owner_rollups
+from stored import rows as stored_rows
 from support import PRICES_FILE
 import usage_server
 from usage_server import api, create_app
+from usage_server.queries import OWNER_ROLLUP_TABLES
 from usage_server.storage import NewerSchemaError, connect, migrations, write_transaction
 from usage_server.storage.connections import engine_of
 
@@ -184,9 +189,37 @@ def test_a_release_0_1_0_database_is_upgraded_in_place_keeping_every_row_and_ans
     assert versions(release_copy) == STEPS
     assert {table: after[table] for table in before} == before
     assert set(after) - set(before) == {"schema_version", *LATER_TABLES}
+    assert_owner_rollups_are_the_events(release_copy)
     replay(app.test_client())
     start(release_copy)  # started again: nothing changes
     assert rows(release_copy) == after
+
+
+def assert_owner_rollups_are_the_events(database) -> None:
+    """The owner rollups the upgrade filled equal the oracle's sums of the stored events."""
+    expected = owner_rollups(stored_rows(str(database), EVENT_ROWS))
+    assert all(expected.values())
+    assert stored_owner_rollups(str(database)) == expected
+
+
+def test_the_perf_step_fills_the_owner_rollups_of_a_database_with_usage(database, engine, client, make_key):
+    """A database at the step before, holding usage, gets owner rollups summed from its series rollups."""
+    key = make_key("acme")
+    create_config(client, key, "cfg_a")
+    create_config(client, key, "cfg_b", "house", "Acme")
+    events = [{"id": f"e{n}", "timestamp": f"2026-03-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:00Z",
+               "modelConfigId": "cfg_a" if n % 3 else "cfg_b", "promptTokens": n, "completionTokens": 2 * n,
+               **({"billingSource": "user"} if n % 4 == 0 else {})} for n in range(200)]
+    post_events(client, key, events[:120])
+    other = make_key("globex")  # a second owner
+    create_config(client, other, "cfg_a")
+    post_events(client, other, [dict(event, modelConfigId="cfg_a") for event in events[120:]])
+    version = next(number for number, path in migrations.steps(engine) if path.stem.endswith("_perf"))
+    execute(database, *(f"DROP TABLE {table}" for table in OWNER_ROLLUP_TABLES.values()),
+            f"DELETE FROM schema_version WHERE version >= {version}")
+    assert migrate(database).exit_code == 0
+    assert versions(database) == STEPS
+    assert_owner_rollups_are_the_events(database)
 
 
 def test_a_release_0_1_0_key_still_writes_after_the_upgrade(release_copy):

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import bearer, create_config, post_events
-from oracle import local_rollups, summed_rows
+from oracle import local_rollups, owner_rollups, summed_rows
 from seed.generator import seed_owner
-from stored import EVENT_ROWS, TOTALS, offsets, rows
-from stored import local_rollups as stored_local_rollups
+from stored import EVENT_ROWS, TOTALS, offsets, rows, run
+from stored import local_rollups as stored_local_rollups, owner_rollups as stored_owner_rollups
 from usage_server import create_app
 from usage_server.storage import connect
 from usage_server.queries import ROLLUP_TABLES
@@ -38,7 +38,7 @@ def slot_start(seconds: int, grain: int) -> int:
 def stored_rollups(database: str) -> dict[str, list[tuple]]:
     tables = {table: rows(database, f"SELECT owner_id, slot_start, series_id, {TOTALS} FROM {table}")
               for table in ROLLUP_TABLES.values()}
-    return tables | stored_local_rollups(database)
+    return tables | stored_owner_rollups(database) | stored_local_rollups(database)
 
 
 def copies(table: str) -> int:
@@ -55,7 +55,7 @@ def assert_rollups_are_the_events(app, runner) -> dict[str, list[tuple]]:
     expected = {table: summed_rows(events, lambda ts_us, grain=grain: [(slot_start(ts_us // 1_000_000, grain),)])
                 for grain, table in ROLLUP_TABLES.items()}
     assert offsets(database) == [-28_800, -25_200, 19_800, 20_700]
-    expected |= local_rollups(events, offsets(database))
+    expected |= owner_rollups(events) | local_rollups(events, offsets(database))
     assert incremental == expected
     assert all(expected.values())  # something was stored in every table
     result = runner.invoke(args=["rebuild-rollups"])
@@ -117,6 +117,42 @@ def test_after_seeding(app, runner):
     assert seed_owner(conn, "demo", events=3_000, days=60, seed=1, end=end) == 0  # the same ids again
     conn.close()
     assert_rollups_are_the_events(app, runner)
+
+
+def test_rebuild_restores_owner_rollups_that_went_wrong(app, runner):
+    conn = connect(app.config)
+    end = int(datetime(2026, 3, 18, 15, 30, tzinfo=timezone.utc).timestamp())
+    seed_owner(conn, "demo", events=2_000, days=30, seed=3, end=end)
+    conn.close()
+    database = app.config["DATABASE"]
+    run(database, "DELETE FROM rollup_owner_hour WHERE slot_start % 7200 = 0",
+        "UPDATE rollup_owner_day SET requests = requests + 1", "DELETE FROM rollup_owner_week")
+    assert stored_owner_rollups(database) != owner_rollups(rows(database, EVENT_ROWS))
+    assert runner.invoke(args=["rebuild-rollups"]).exit_code == 0
+    assert stored_owner_rollups(database) == owner_rollups(rows(database, EVENT_ROWS))
+
+
+@pytest.mark.parametrize("table, params, label", [
+    ("rollup_owner_hour", {"period": "last_7_days", "granularity": "hour"}, "2026-03-16T09:00:00Z"),
+    ("rollup_owner_day", {"period": "last_30_days", "granularity": "day"}, "2026-03-16"),
+    ("rollup_owner_week", {"period": "current_year", "granularity": "week"}, "2026-03-09"),
+])
+def test_unfiltered_time_series_read_the_owner_rollups(client, writer, frozen_now, table, params, label):
+    """Marked owner rows show in the time series of all configurations, not in one
+    configuration's (read from the series rollups), nor in the totals."""
+    post_events(client, writer, [{"id": name, "timestamp": f"{day}T09:10:00Z", "modelConfigId": "cfg_priced",
+                                  "promptTokens": 10, "completionTokens": 5}
+                                 for name, day in (("a", "2026-03-10"), ("b", "2026-03-16"))])
+    run(client.application.config["DATABASE"], f"UPDATE {table} SET requests = requests + 1000")
+
+    def answer(**extra):
+        response = client.get("/v1/model-usage", query_string={**params, **extra}, headers=bearer(writer))
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        return {point["date"]: point["requests"] for point in body["timeSeries"]}[label], body["summary"]["totalRequests"]
+
+    everything, one = answer(), answer(modelConfigId="cfg_priced")
+    assert one[0] == 1 and everything == (1001, one[1])
 
 
 def post_until_stored(client, key: str, batch: list[dict]) -> None:

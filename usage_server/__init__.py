@@ -3,6 +3,8 @@ import os
 
 from flask import Flask
 
+from .jsonout import OrjsonProvider
+
 __version__ = "0.1.0"
 
 
@@ -33,7 +35,7 @@ def create_app(test_config=None, prepare_database=True):
         app.config.from_mapping(test_config)
     check_default_timezone(app.config["DEFAULT_TIMEZONE"])
     app.config["FAST_TIMEZONES"] = fast_timezones(app.config["FAST_TIMEZONES"])
-    app.json.sort_keys = False
+    app.json = OrjsonProvider(app)  # answers' keys in the server's order, encoded by orjson
 
     from . import api, auth, cli, dashboard, docs, errors, observability, openapi, otlp, retention, startup, storage
     from . import budget_views, webhooks

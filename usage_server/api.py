@@ -1,7 +1,6 @@
 """The HTTP API: thin views that validate, query and shape JSON."""
 import json
 import secrets
-from dataclasses import astuple
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from functools import partial
@@ -19,7 +18,8 @@ from .eventload import fast_events
 from .ingest import NewEvent, store_events
 from .money import micros_to_usd
 from .observability import record_stored
-from .schemas import DetailsQuerySchema, EmptyQuerySchema, EventBatchSchema, ModelConfigSchema, UsageQuerySchema, CONFIG_ID
+from .schemas import (CONFIG_ID, PLAIN_QUERIES, DetailsQuerySchema, EmptyQuerySchema, EventBatchSchema, ModelConfigSchema,
+                      UsageQuerySchema)
 from .storage import engine_status, get_db, read_snapshot, write_transaction
 from .timeranges import (MAX_BUCKETS, count_buckets, count_hour_buckets, iso_instant, local_midnight, local_today,
                          resolve_dates)
@@ -34,11 +34,15 @@ def utc_now() -> datetime:
 
 
 def load_query(schema):
-    """Validate the query string; a parameter given twice is an error, not a guess."""
+    """Validate the query string; a parameter given twice is an error, not a guess.
+    `schema`: a schema class (a plainly valid query then skips marshmallow) or instance."""
     repeated = [name for name in request.args if len(request.args.getlist(name)) > 1]
     if repeated:
         raise ValidationError({name: ["REPEATED_PARAMETER|must be given at most once"] for name in repeated})
-    return schema.load(request.args.to_dict())
+    args = request.args.to_dict()
+    plain = PLAIN_QUERIES.get(schema)
+    loaded = None if plain is None else plain(args)
+    return loaded if loaded is not None else (schema() if isinstance(schema, type) else schema).load(args)
 
 
 def reject_constant(name):
@@ -183,7 +187,7 @@ def config_json(row) -> dict:
 @bp.get("/v1/model-usage")
 @requires_scope("read")
 def model_usage():
-    args = load_query(UsageQuerySchema())
+    args = load_query(UsageQuerySchema)
     owner_id = current_owner_id()
     zone_name = args["timezone"] or current_app.config["DEFAULT_TIMEZONE"]
     zone = ZoneInfo(zone_name)
@@ -209,16 +213,17 @@ def model_usage():
     query = reports.UsageQuery(owner_id, start, end, period, args["granularity"], zone_name, args["model_config_id"])
     db = get_db()
     csv = wants_csv()
-    render = partial(usage_csv, db, query) if csv else lambda: jsonify(
-        reports.model_usage(db, query, current_app.config["DATA_SOURCE"]))
     with read_snapshot(db):
-        return conditional(db, owner_id, ["model-usage", astuple(query), csv], render)
+        version, offsets = reports.snapshot_head(db, owner_id)
+        render = partial(usage_csv, db, query) if csv else lambda: jsonify(
+            reports.model_usage(db, query, current_app.config["DATA_SOURCE"], offsets))
+        return conditional(db, owner_id, ["model-usage", tuple(vars(query).values()), csv], render, version)  # astuple, uncopied
 
 
 @bp.get("/v1/model-usage/<path:config_id>")  # so a "/" in an id is a 400, not a 404
 @requires_scope("read")
 def model_usage_details(config_id):
-    args = load_query(DetailsQuerySchema())
+    args = load_query(DetailsQuerySchema)
     owner_id = current_owner_id()
     config = owned_config(owner_id, config_id)
     db = get_db()
@@ -296,7 +301,7 @@ def create_model_config():
 @bp.get("/v1/model-configs")
 @requires_scope("read")
 def list_model_configs():
-    load_query(EmptyQuerySchema())
+    load_query(EmptyQuerySchema)
     rows = get_db().execute(queries.LIST_CONFIGS, {"owner_id": current_owner_id()}).fetchall()
     return jsonify({"data": [config_json(row) for row in rows], "total": len(rows)})
 
@@ -304,7 +309,7 @@ def list_model_configs():
 @bp.get("/v1/model-configs/usage")
 @requires_scope("read")
 def model_configs_usage():
-    load_query(EmptyQuerySchema())
+    load_query(EmptyQuerySchema)
     rows = get_db().execute(queries.CONFIG_USAGE, {"owner_id": current_owner_id()}).fetchall()
     data = [
         {

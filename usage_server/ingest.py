@@ -7,7 +7,7 @@ from . import queries
 from .budgets import raise_budget_alerts
 from .errors import ApiError, detail
 from .money import priced_cost, usd_to_micros
-from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE, local_serves
+from .queries import LOCAL_GRAINS, OWNER_ROLLUP_TABLES, ROLLUP_TABLES, SLOT_PHASE, local_serves
 from .retention import horizon_date, horizon_us
 from .storage import Connection, Row, checkpoint, unavailable_reason, write_transaction
 
@@ -83,11 +83,7 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
     refuse_pruned(db, events)
     result = StoreResult()
     series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
-    prices = {}
-    for row in configs.values():
-        model = db.execute(queries.MODEL_BY_ID, {"model_id": row["model_id"]}).fetchone()
-        if model and model["prompt_micros_per_mtok"] is not None and model["completion_micros_per_mtok"] is not None:
-            prices[row["id"]] = (model["prompt_micros_per_mtok"], model["completion_micros_per_mtok"])
+    prices = config_prices(db, configs)
 
     seen = {
         row["event_id"]: row["fingerprint"]
@@ -126,15 +122,7 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
         sums[4 if platform else 5] += cost
     if rows:
         db.executemany(queries.INSERT_EVENT, rows)
-        for grain, slots in coarser(finest).items():
-            db.executemany(
-                queries.UPSERT_ROLLUP[grain],
-                [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
-            )
-        offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
-        for key, slots in local_rollups(finest, offsets).items():
-            db.executemany(queries.UPSERT_LOCAL[key], [(owner_id, *slot, *sums) for slot, sums in slots.items()])
-        db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+        add_to_rollups(db, owner_id, finest)
         raise_budget_alerts(db, owner_id, stored_at)
     result.accepted = len(rows)
     return result
@@ -156,18 +144,100 @@ def refuse_pruned(db: Connection, events: list[NewEvent]) -> None:
         raise ApiError(400, f"events.{old[0]}.timestamp: {message}", details)
 
 
-def coarser(finest: dict) -> dict[int, dict]:
-    """The sums of every rollup grain, from those of the finest (its slots nest in all others)."""
-    rollups = {FINEST_GRAIN: finest}
-    for grain in ROLLUP_TABLES:
-        if grain == FINEST_GRAIN:
+def config_prices(db: Connection, configs: dict[str, Row]) -> dict[str, tuple[int, int]]:
+    """config id -> catalogue prices (micro-dollars per million prompt and completion tokens)."""
+    prices = {}
+    for row in configs.values():
+        model = db.execute(queries.MODEL_BY_ID, {"model_id": row["model_id"]}).fetchone()
+        if model and model["prompt_micros_per_mtok"] is not None and model["completion_micros_per_mtok"] is not None:
+            prices[row["id"]] = (model["prompt_micros_per_mtok"], model["completion_micros_per_mtok"])
+    return prices
+
+
+def add_to_rollups(db: Connection, owner_id: int, finest: dict) -> None:
+    """Add sums per (finest slot, series) to every rollup of the owner, and bump its version."""
+    rollups = coarser(finest)
+    for grain, slots in rollups.items():
+        db.executemany(
+            queries.UPSERT_ROLLUP[grain],
+            [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
+        )
+    for grain, slots in owner_rollups(rollups).items():
+        db.executemany(queries.UPSERT_OWNER_ROLLUP[grain], [(owner_id, slot, *sums) for slot, sums in slots.items()])
+    offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
+    for key, slots in local_rollups(finest, offsets).items():
+        db.executemany(queries.UPSERT_LOCAL[key], [(owner_id, *slot, *sums) for slot, sums in slots.items()])
+    db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+
+
+def store_seeded_events(db: Connection, owner_id: int, events, configs: dict[str, Row], seen: set[str] | None = None,
+                        chunk: int = 50_000) -> int:
+    """The bulk form of store_events for generated usage (`usage-server seed`, benchmarks):
+    any number of events, inserted in chunks; then every rollup gets their sums, computed by
+    the database from the new rows (one GROUP BY per table, not a Python dict per slot). Ids
+    the owner holds already are skipped (not compared: a seed run again sends the same
+    events). Call inside a write transaction; returns how many were stored."""
+    series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
+    prices = config_prices(db, configs)
+    if seen is None:  # the ids the owner holds; a caller storing in steps passes its set, kept up to date
+        seen = {row[0] for row in db.execute(queries.OWNER_EVENT_IDS, {"owner_id": owner_id})}
+    after = db.execute(queries.LAST_EVENT_ID).fetchone()[0]  # ids grow: the new rows are those above
+    rows, stored = [], 0
+    for event in events:
+        if event.event_id in seen:
             continue
+        seen.add(event.event_id)
+        cost, priced = event.cost_micros, 1
+        if cost is None:
+            price = prices.get(event.config_id)
+            cost, priced = (priced_cost(event.prompt_tokens, event.completion_tokens, *price), 1) if price else (0, 0)
+        rows.append((owner_id, event.event_id, event.ts_us, series[event.config_id], event.prompt_tokens,
+                     event.completion_tokens, event.total_tokens, cost, priced, event.execution_us, event.billing_source,
+                     event.fingerprint()))
+        if len(rows) == chunk:
+            db.executemany(queries.INSERT_EVENT, rows)
+            stored, rows = stored + len(rows), []
+    if rows:
+        db.executemany(queries.INSERT_EVENT, rows)
+        stored += len(rows)
+    if stored:
+        new = {"owner_id": owner_id, "after": after}
+        for grain in ROLLUP_TABLES:
+            db.execute(queries.ADD_NEW_EVENTS[grain], {**new, "grain": grain, "phase": SLOT_PHASE[grain]})
+        for grain in OWNER_ROLLUP_TABLES:
+            db.execute(queries.OWNER_ADD_NEW_EVENTS[grain], {**new, "grain": grain, "phase": SLOT_PHASE[grain]})
+        offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
+        for key, (grain, phase) in LOCAL_GRAINS.items():
+            served = json.dumps([offset for offset in offsets if local_serves(key, offset)])
+            db.execute(queries.LOCAL_ADD_NEW_EVENTS[key], {**new, "grain": grain, "phase": phase, "offsets": served})
+        db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+    return stored
+
+
+def coarser(finest: dict) -> dict[int, dict]:
+    """The sums of every rollup grain, from those of the finest: each grain's from the next
+    finer one's (quarter hours nest in hours, hours in days, days in weeks from Monday)."""
+    rollups = {FINEST_GRAIN: finest}
+    finer = finest
+    for grain in sorted(ROLLUP_TABLES)[1:]:
         slots, phase = rollups.setdefault(grain, {}), SLOT_PHASE[grain]
-        for (slot, series_id), sums in finest.items():
+        for (slot, series_id), sums in finer.items():
             key = (slot - (slot + phase) % grain, series_id)
             total = slots.get(key)
             slots[key] = sums if total is None else [a + b for a, b in zip(total, sums)]  # never added to in place
+        finer = slots
     return rollups
+
+
+def owner_rollups(rollups: dict[int, dict]) -> dict[int, dict]:
+    """The sums per slot over all series, at the grains with an owner rollup."""
+    owners = {}
+    for grain in OWNER_ROLLUP_TABLES:
+        slots = owners[grain] = {}
+        for (slot, _series_id), sums in rollups[grain].items():
+            total = slots.get(slot)
+            slots[slot] = sums if total is None else [a + b for a, b in zip(total, sums)]  # never added to in place
+    return owners
 
 
 def local_rollups(finest: dict, offsets: list[int]) -> dict[str, dict]:
@@ -199,6 +269,9 @@ def rebuild_rollups(db: Connection) -> None:
     for grain in ROLLUP_TABLES:
         db.execute(queries.CLEAR_ROLLUP[grain])
         db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
+    for grain in OWNER_ROLLUP_TABLES:
+        db.execute(queries.CLEAR_OWNER_ROLLUP[grain])
+        db.execute(queries.REBUILD_OWNER_ROLLUP[grain])
     offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
     for key, (grain, phase) in LOCAL_GRAINS.items():
         served = json.dumps([offset for offset in offsets if local_serves(key, offset)])
@@ -242,9 +315,12 @@ def rebuild_rollups_in_steps(db: Connection) -> int:
                       (queries.REBUILD_OWNER_QUARTERS, {**owned, "since": since, "grain": FINEST_GRAIN, "phase": 0})]
                      + [(statement[grain], {**owned, "grain": grain, "phase": SLOT_PHASE[grain]})
                         for grain in sorted(ROLLUP_TABLES) if FINEST_GRAIN < grain < WEEK
-                        for statement in (queries.CLEAR_OWNER_RANGE, queries.OWNER_RANGE_FROM_QUARTERS)])
+                        for statement in (queries.CLEAR_OWNER_RANGE, queries.OWNER_RANGE_FROM_QUARTERS)]
+                     + [(statement[grain], owned) for grain in sorted(OWNER_ROLLUP_TABLES) if grain < WEEK
+                        for statement in (queries.CLEAR_OWNER_TOTALS_RANGE, queries.OWNER_TOTALS_FROM_SERIES)])
             owned = {"owner_id": owner_id, "lo": week, "hi": week + WEEK, "grain": WEEK, "phase": SLOT_PHASE[WEEK]}
-            step([(queries.CLEAR_OWNER_RANGE[WEEK], owned), (queries.OWNER_RANGE_FROM_QUARTERS[WEEK], owned)])
+            step([(queries.CLEAR_OWNER_RANGE[WEEK], owned), (queries.OWNER_RANGE_FROM_QUARTERS[WEEK], owned),
+                  (queries.CLEAR_OWNER_TOTALS_RANGE[WEEK], owned), (queries.OWNER_TOTALS_FROM_SERIES[WEEK], owned)])
             week += WEEK
         step([(queries.CLEAR_OWNER_LOCAL[key], {"owner_id": owner_id}) for key in LOCAL_GRAINS]
              + [(queries.BUILD_OWNER_LOCAL[key], {"owner_id": owner_id, "utc_offset": offset, "grain": grain,
@@ -261,6 +337,9 @@ def rebuild_rollups_since(db: Connection, horizon_us: int) -> None:
         if grain != FINEST_GRAIN:
             db.execute(queries.CLEAR_ROLLUP[grain])
             db.execute(queries.ROLLUP_FROM_QUARTERS[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
+    for grain in OWNER_ROLLUP_TABLES:
+        db.execute(queries.CLEAR_OWNER_ROLLUP[grain])
+        db.execute(queries.REBUILD_OWNER_ROLLUP[grain])
     offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
     for key, (grain, phase) in LOCAL_GRAINS.items():
         db.execute(queries.CLEAR_LOCAL[key])

@@ -14,6 +14,9 @@ SLOT_PHASE = {604_800: 259_200, 86_400: 0, 3_600: 0, 900: 0}
 LOCAL_HOUR, LOCAL_DAY, LOCAL_WEEK = "local_hour", "local_day", "local_week"
 LOCAL_TABLES = {LOCAL_WEEK: "rollup_local_week", LOCAL_DAY: "rollup_local_day", LOCAL_HOUR: "rollup_local_hour"}
 LOCAL_GRAINS = {LOCAL_WEEK: (604_800, 259_200), LOCAL_DAY: (86_400, 0), LOCAL_HOUR: (3_600, 0)}  # (grain, phase)
+# Owner rollups: the series rollups of the same grain summed over all series, for time series
+# without a configuration filter (one row per slot, not one per slot and series).
+OWNER_ROLLUP_TABLES = {604_800: "rollup_owner_week", 86_400: "rollup_owner_day", 3_600: "rollup_owner_hour"}
 
 
 def local_serves(key: str, offset: int) -> bool:
@@ -166,6 +169,17 @@ WHERE owner_id = (SELECT :owner_id)
   AND event_id IN (SELECT value FROM json_each(:event_ids))
 """
 
+OWNER_EVENT_IDS = """
+SELECT event_id
+FROM usage_event
+WHERE owner_id = :owner_id
+"""
+
+LAST_EVENT_ID = """
+SELECT COALESCE(MAX(id), 0)
+FROM usage_event
+"""
+
 INSERT_EVENT = """
 INSERT INTO usage_event (owner_id, event_id, ts_us, series_id, prompt_tokens, completion_tokens,
                          total_tokens, cost_micros, priced, execution_us, billing_source, fingerprint)
@@ -187,6 +201,13 @@ INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET""" + _ADD_EXCLUDED
 UPSERT_ROLLUP = {grain: _UPSERT_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+
+_UPSERT_OWNER_ROLLUP = """
+INSERT INTO {table} (owner_id, slot_start, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (owner_id, slot_start) DO UPDATE SET""" + _ADD_EXCLUDED
+UPSERT_OWNER_ROLLUP = {grain: _UPSERT_OWNER_ROLLUP.format(table=table) for grain, table in OWNER_ROLLUP_TABLES.items()}
 
 LOCAL_OFFSETS = """
 SELECT utc_offset
@@ -216,6 +237,15 @@ OWNER_VERSION = """
 SELECT COALESCE((SELECT version FROM owner_version WHERE owner_id = :owner_id), 0)
 """
 
+# The version for a usage answer's ETag, and the local offsets its report reads (utc_offset NULL
+# on the version's row): one statement at the start of the answer's snapshot.
+VERSION_AND_OFFSETS = """
+SELECT COALESCE((SELECT version FROM owner_version WHERE owner_id = :owner_id), 0) AS version, NULL AS utc_offset
+UNION ALL
+SELECT NULL, utc_offset
+FROM rollup_offset
+"""
+
 # --- rebuilding rollups from the events ---------------------------------------------------
 
 # The sums of a usage series, over rollup slots or over raw events (also read by the reports).
@@ -237,16 +267,45 @@ _EVENT_SUMS = """
        SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END) AS user_cost
 """
 
+# {events}: which events, all (rebuilding) or those just stored in bulk (_NEW_EVENTS, seeding).
 _REBUILD_ROLLUP = """
 INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
                      platform_tokens, user_tokens, platform_cost, user_cost)
 SELECT owner_id,
        ts_us / 1000000 - (ts_us / 1000000 + :phase) % :grain AS slot_start,
        series_id,""" + _EVENT_SUMS + """FROM usage_event
+WHERE {events}
 GROUP BY owner_id, slot_start, series_id
 """
+_NEW_EVENTS = "usage_event.owner_id = :owner_id AND usage_event.id > :after"
 CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.items()}
-REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
+REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table, events="1 = 1") for grain, table in ROLLUP_TABLES.items()}
+ADD_NEW_EVENTS = {
+    grain: _REBUILD_ROLLUP.format(table=table, events=_NEW_EVENTS)
+    + "ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET" + _ADD_EXCLUDED.format(table=table)
+    for grain, table in ROLLUP_TABLES.items()
+}
+
+_OWNER_NEW_EVENTS = """
+INSERT INTO {table} (owner_id, slot_start, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+SELECT owner_id,
+       ts_us / 1000000 - (ts_us / 1000000 + :phase) % :grain AS slot_start,""" + _EVENT_SUMS + """FROM usage_event
+WHERE """ + _NEW_EVENTS + """
+GROUP BY owner_id, slot_start
+ON CONFLICT (owner_id, slot_start) DO UPDATE SET""" + _ADD_EXCLUDED
+OWNER_ADD_NEW_EVENTS = {grain: _OWNER_NEW_EVENTS.format(table=table) for grain, table in OWNER_ROLLUP_TABLES.items()}
+
+# Owner rollups from the series rollup of the same grain, just rebuilt.
+_REBUILD_OWNER_ROLLUP = """
+INSERT INTO {table} (owner_id, slot_start, requests, unpriced,
+                     platform_tokens, user_tokens, platform_cost, user_cost)
+SELECT owner_id, slot_start,""" + _ROLLUP_SUMS + """FROM {source}
+GROUP BY owner_id, slot_start
+"""
+CLEAR_OWNER_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in OWNER_ROLLUP_TABLES.items()}
+REBUILD_OWNER_ROLLUP = {grain: _REBUILD_OWNER_ROLLUP.format(table=table, source=ROLLUP_TABLES[grain])
+                        for grain, table in OWNER_ROLLUP_TABLES.items()}
 
 # After a prune (events before :horizon_us deleted): the quarter hours from the horizon on
 # are rebuilt from the events, those before it kept; every coarser slot is a sum of quarters.
@@ -288,9 +347,15 @@ SELECT owner_id,
        series_id,""" + _EVENT_SUMS + """
 FROM usage_event, rollup_offset
 WHERE utc_offset IN (SELECT CAST(value AS INTEGER) FROM json_each(:offsets))
+  AND {events}
 GROUP BY owner_id, utc_offset, local_start, series_id
 """
-REBUILD_LOCAL = {key: _REBUILD_LOCAL.format(table=table) for key, table in LOCAL_TABLES.items()}
+REBUILD_LOCAL = {key: _REBUILD_LOCAL.format(table=table, events="1 = 1") for key, table in LOCAL_TABLES.items()}
+LOCAL_ADD_NEW_EVENTS = {
+    key: _REBUILD_LOCAL.format(table=table, events=_NEW_EVENTS)
+    + "ON CONFLICT (owner_id, utc_offset, slot_start, series_id) DO UPDATE SET" + _ADD_EXCLUDED.format(table=table)
+    for key, table in LOCAL_TABLES.items()
+}
 CLEAR_LOCAL = {key: f"DELETE FROM {table}" for key, table in LOCAL_TABLES.items()}
 
 # Registering an offset after data exists: its slots are sums of whole quarter hours, since
@@ -333,6 +398,10 @@ WHERE (owner_id, series_id) IN (SELECT owner_id, id FROM usage_series WHERE owne
 """)
 OWNER_RANGE_FROM_QUARTERS = {grain: _ROLLUP_FROM_QUARTERS.format(table=table).replace(
     "FROM rollup_quarter\n", "FROM rollup_quarter" + _OWNER_RANGE) for grain, table in ROLLUP_TABLES.items()}
+# The owner rollups (no series) of one owner's range, from its series rollups just rebuilt.
+CLEAR_OWNER_TOTALS_RANGE = {grain: f"DELETE FROM {table}" + _OWNER_RANGE for grain, table in OWNER_ROLLUP_TABLES.items()}
+OWNER_TOTALS_FROM_SERIES = {grain: _REBUILD_OWNER_ROLLUP.format(table=table, source=ROLLUP_TABLES[grain]).replace(
+    f"FROM {ROLLUP_TABLES[grain]}\n", f"FROM {ROLLUP_TABLES[grain]}" + _OWNER_RANGE) for grain, table in OWNER_ROLLUP_TABLES.items()}
 CLEAR_OWNER_LOCAL = {key: f"DELETE FROM {table} WHERE owner_id = :owner_id" for key, table in LOCAL_TABLES.items()}
 BUILD_OWNER_LOCAL = {key: _BUILD_LOCAL.format(table=table).replace(
     "FROM rollup_quarter\n", "FROM rollup_quarter\nWHERE owner_id = :owner_id\n") for key, table in LOCAL_TABLES.items()}
@@ -365,24 +434,7 @@ _SERIES_FILTER = """
  OR series_id IN (SELECT id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id))
 """
 
-# Slots are summed first (in primary-key order, no sort), so strftime runs once per slot,
-# not once per slot and series.
-# {rows}: FROM and WHERE of the slots in range (_ROLLUP_RANGE or _LOCAL_RANGE).
-_ROLLUP_BUCKETS = """
-SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS bucket,
-       SUM(requests) AS requests,
-       SUM(tokens) AS tokens,
-       SUM(cost) AS cost
-FROM (SELECT slot_start,
-             SUM(requests) AS requests,
-             SUM(platform_tokens + user_tokens) AS tokens,
-             SUM(platform_cost + user_cost) AS cost
-      {rows}
-      GROUP BY slot_start) AS slots
-GROUP BY bucket
-"""
-
-
+# {rows} below: FROM and WHERE of the slots in range (_ROLLUP_RANGE or _LOCAL_RANGE).
 _ROLLUP_RANGE = """
 FROM {table}
 WHERE owner_id = :owner_id
@@ -423,8 +475,6 @@ WHERE """ + _OWNER_EVENTS + """
 GROUP BY series_id
 """
 
-BUCKETS = {grain: _ROLLUP_BUCKETS.format(rows=_ROLLUP_RANGE.format(table=table)) for grain, table in ROLLUP_TABLES.items()}
-BUCKETS[1] = EVENT_BUCKETS
 SERIES_TOTALS = {grain: _ROLLUP_SERIES_TOTALS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 SERIES_TOTALS[1] = EVENT_SERIES_TOTALS
 
@@ -460,8 +510,33 @@ SELECT strftime(:fmt, slot_start + :offset, 'unixepoch', :shift, :align) AS buck
        series_id,""" + _ROLLUP_SUMS + _LOCAL_RANGE + """
 GROUP BY bucket, series_id
 """
+# Time series from rollups: the sums per slot (in primary-key order, no sort); reports.py labels
+# each slot's bucket in Python, once per range, rather than strftime once per slot and request.
+_SLOT_SUMS = """
+SELECT slot_start,
+       SUM(requests) AS requests,
+       SUM(platform_tokens + user_tokens) AS tokens,
+       SUM(platform_cost + user_cost) AS cost
+{rows}
+GROUP BY slot_start
+"""
+SLOT_SUMS = {grain: _SLOT_SUMS.format(rows=_ROLLUP_RANGE.format(table=table)) for grain, table in ROLLUP_TABLES.items()}
+
+# Time series of all configurations: one owner row per slot, no series to sum.
+_OWNER_SLOT_SUMS = """
+SELECT slot_start,
+       requests,
+       platform_tokens + user_tokens AS tokens,
+       platform_cost + user_cost AS cost
+FROM {table}
+WHERE owner_id = :owner_id
+  AND slot_start >= :lo
+  AND slot_start < :hi
+"""
+OWNER_SLOT_SUMS = {grain: _OWNER_SLOT_SUMS.format(table=table) for grain, table in OWNER_ROLLUP_TABLES.items()}
+
 for _key, _table in LOCAL_TABLES.items():
-    BUCKETS[_key] = _ROLLUP_BUCKETS.format(rows=_LOCAL_RANGE.format(table=_table))
+    SLOT_SUMS[_key] = _SLOT_SUMS.format(rows=_LOCAL_RANGE.format(table=_table))
     BUCKET_SERIES[_key] = _LOCAL_BUCKET_SERIES.format(table=_table)
 
 OWNER_SERIES = """

@@ -3,18 +3,19 @@
 A query's UTC span is covered by "pieces": runs of whole slots of the coarsest rollup
 whose slots never straddle a bucket boundary (a UTC day cannot serve a day bucket
 in UTC-8, an hour can), with finer rollups, and at worst the raw events, at the edges.
-Each piece is one GROUP BY over strftime buckets, so the work grows with the buckets
-asked for, not with the events stored. Where the database keeps local days and weeks
+Each piece is one query summing its slots (labelled with their buckets in Python), so
+the work grows with the buckets asked for, not with the events stored. Where the database keeps local days and weeks
 at a segment's offset (FAST_TIMEZONES), they serve its day, week and month buckets, and
 local hours its hour buckets at offsets that are not whole hours.
 """
+import functools
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
 from . import queries
-from .money import micros_to_usd
+from .money import MICROS_PER_USD, micros_to_usd
 from .queries import LOCAL_GRAINS, SLOT_PHASE, local_serves
 from .storage import Connection
 from .timeranges import bucket_labels, hour_suffix, local_midnight, segments
@@ -71,47 +72,98 @@ def local_offsets(db: Connection) -> frozenset[int]:
     return frozenset(row[0] for row in db.execute(queries.LOCAL_OFFSETS))
 
 
+def snapshot_head(db: Connection, owner_id: int) -> tuple[int, frozenset[int]]:
+    """The owner's usage version (for the ETag) and the local offsets, in one statement."""
+    version, offsets = 0, []
+    for row in db.execute(queries.VERSION_AND_OFFSETS, {"owner_id": owner_id}):
+        if row[1] is None:
+            version = row[0]
+        else:
+            offsets.append(row[1])
+    return version, frozenset(offsets)
+
+
 def span(query: UsageQuery) -> tuple[int, int]:
     zone = ZoneInfo(query.zone_name)
     return local_midnight(query.start, zone), local_midnight(query.end + timedelta(days=1), zone)
 
 
-def bucket_plan(query: UsageQuery, offsets: frozenset[int] = frozenset()) -> tuple[list[str], list[tuple]]:
-    """Every bucket label in order, and (grain, query parameters, label suffix) per piece;
-    `offsets`: those with local rollups."""
-    zone = ZoneInfo(query.zone_name)
-    lo, hi = span(query)
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def slot_label(instant: int, granularity: str) -> str:
+    """The bucket label of a local instant (epoch seconds plus the offset), as bucket_labels
+    writes it, hour suffix aside."""
+    if granularity == "hour":
+        return datetime.fromtimestamp(instant, timezone.utc).isoformat()[:13] + ":00:00"
+    day = date.fromordinal(EPOCH_ORDINAL + instant // 86_400)
+    if granularity == "week":
+        return (day - timedelta(days=day.weekday())).isoformat()
+    return (day.replace(day=1) if granularity == "month" else day).isoformat()
+
+
+@functools.lru_cache(maxsize=64)
+def range_plan(start: date, end: date, granularity: str, zone_name: str,
+               offsets: frozenset[int]) -> tuple[tuple[str, ...], tuple[tuple, ...]]:
+    """Every bucket label in order, and per piece (grain, offset, first, last, label suffix,
+    the label of each of its slots in order; None for raw events). The same for every
+    owner, so worked out once per range, zone and set of local offsets: dashboards ask for
+    the same few ranges over and over, and a label costs more in a query than in Python."""
+    zone = ZoneInfo(zone_name)
+    lo, hi = local_midnight(start, zone), local_midnight(end + timedelta(days=1), zone)
     segs = segments(lo, hi, zone)
-    labels = bucket_labels(query.start, query.end, query.granularity, segs, query.zone_name)
-    fmt, shift, align = BUCKET_FORMATS[query.granularity]
+    labels = tuple(bucket_labels(start, end, granularity, segs, zone_name))
+    shared = {label: label for label in labels}  # slot labels refer to these strings, not copies
     pieces = []
     for seg in segs:
-        suffix = hour_suffix(query.zone_name, seg.offset) if query.granularity == "hour" else ""
+        suffix = hour_suffix(zone_name, seg.offset) if granularity == "hour" else ""
         if seg.offset in offsets:
-            spans = local_cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[query.granularity])
+            spans = local_cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[granularity])
         else:
-            spans = cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[query.granularity])
+            spans = cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[granularity])
         for grain, first, last in spans:
-            params = {
-                "fmt": fmt, "shift": shift, "align": align, "offset": seg.offset,
-                "owner_id": query.owner_id, "config_id": query.config_id, "lo": first, "hi": last,
-            }
-            pieces.append((grain, params, suffix))
-    return labels, pieces
+            seconds = LOCAL_GRAINS[grain][0] if grain in LOCAL_GRAINS else grain
+            slot_labels = None if seconds == 1 else tuple(
+                shared[slot_label(slot + seg.offset, granularity) + suffix] for slot in range(first, last, seconds))
+            pieces.append((grain, seg.offset, first, last, suffix, slot_labels))
+    return labels, tuple(pieces)
 
 
-def time_series(db: Connection, query: UsageQuery) -> list[dict]:
+def piece_params(query: UsageQuery, offset: int, first: int, last: int) -> dict:
+    fmt, shift, align = BUCKET_FORMATS[query.granularity]
+    return {"fmt": fmt, "shift": shift, "align": align, "offset": offset,
+            "owner_id": query.owner_id, "config_id": query.config_id, "lo": first, "hi": last}
+
+
+def bucket_plan(query: UsageQuery, offsets: frozenset[int] = frozenset()) -> tuple[tuple[str, ...], list[tuple]]:
+    """Every bucket label in order, and (grain, query parameters, label suffix) per piece;
+    `offsets`: those with local rollups."""
+    labels, pieces = range_plan(query.start, query.end, query.granularity, query.zone_name, offsets)
+    return labels, [(grain, piece_params(query, offset, first, last), suffix)
+                    for grain, offset, first, last, suffix, _ in pieces]
+
+
+def time_series(db: Connection, query: UsageQuery, offsets: frozenset[int]) -> list[dict]:
     """One zero-filled point per bucket, in order."""
-    labels, pieces = bucket_plan(query, local_offsets(db))
+    labels, pieces = range_plan(query.start, query.end, query.granularity, query.zone_name, offsets)
     points = {label: [0, 0, 0] for label in labels}
-    for grain, params, suffix in pieces:
-        for bucket, requests, tokens, cost in db.execute(queries.BUCKETS[grain], params):
-            point = points[bucket + suffix]
+    for grain, offset, first, last, suffix, slot_labels in pieces:
+        params = piece_params(query, offset, first, last)
+        if slot_labels is None:  # raw events, labelled by the database
+            rows = ((points[bucket + suffix], requests, tokens, cost)
+                    for bucket, requests, tokens, cost in db.execute(queries.EVENT_BUCKETS, params))
+        else:
+            seconds = LOCAL_GRAINS[grain][0] if grain in LOCAL_GRAINS else grain
+            owner_rollup = query.config_id is None and grain in queries.OWNER_SLOT_SUMS  # one row per slot
+            statement = queries.OWNER_SLOT_SUMS[grain] if owner_rollup else queries.SLOT_SUMS[grain]
+            rows = ((points[slot_labels[(slot - first) // seconds]], requests, tokens, cost)
+                    for slot, requests, tokens, cost in db.execute(statement, params))
+        for point, requests, tokens, cost in rows:
             point[0] += requests
             point[1] += tokens
             point[2] += cost
     return [
-        {"cost": micros_to_usd(cost), "date": label, "requests": requests, "tokens": tokens}
+        {"cost": cost / MICROS_PER_USD, "date": label, "requests": requests, "tokens": tokens}  # micros_to_usd, inlined
         for label, (requests, tokens, cost) in points.items()
     ]
 
@@ -181,7 +233,7 @@ def summary(totals: dict[int, dict]) -> dict:
     }, sums["unpriced"]
 
 
-def model_usage(db: Connection, query: UsageQuery, data_source: str) -> dict:
+def model_usage(db: Connection, query: UsageQuery, data_source: str, offsets: frozenset[int]) -> dict:
     totals = series_totals(db, query)
     summary_part, unpriced = summary(totals)
     return {
@@ -196,5 +248,5 @@ def model_usage(db: Connection, query: UsageQuery, data_source: str) -> dict:
         },
         "summary": summary_part,
         "usageByModel": usage_by_model(db, query, totals),
-        "timeSeries": time_series(db, query),
+        "timeSeries": time_series(db, query, offsets),
     }

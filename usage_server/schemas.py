@@ -126,6 +126,62 @@ class EmptyQuerySchema(QuerySchema):
     """Endpoints that take no query parameters."""
 
 
+# --- the common case without marshmallow ----------------------------------------------
+# A query string that is plainly valid is loaded by these, with the schemas' own rules, in a
+# fraction of the time; anything else (None) goes through the schema, which names every
+# problem. Each gives exactly what its schema would, or None.
+
+PLAIN_DATE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+PLAIN_LIMIT = re.compile(r"\A[0-9]{1,4}\Z")
+USAGE_PARAMETERS = frozenset(("startDate", "endDate", "period", "granularity", "modelConfigId", "timezone"))
+
+
+def plain_date(text: str | None) -> date | None | bool:
+    """A valid date, None when not given, False when the schema must look at it."""
+    if text is None:
+        return None
+    if not PLAIN_DATE.match(text):
+        return False
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        return False
+    return day if FIRST_DATE <= day <= LAST_DATE else False
+
+
+def plain_usage_query(args: dict) -> dict | None:
+    """UsageQuerySchema's result for a plainly valid query, else None."""
+    if not args.keys() <= USAGE_PARAMETERS:
+        return None
+    start, end = plain_date(args.get("startDate")), plain_date(args.get("endDate"))
+    period, granularity = args.get("period"), args.get("granularity", "day")
+    config_id, zone = args.get("modelConfigId"), args.get("timezone")
+    if (start is False or end is False or granularity not in GRANULARITIES
+            or (period is not None and (period not in PERIODS or start or end))
+            or (start and end and start > end)
+            or (config_id is not None and not CONFIG_ID.match(config_id))
+            or (zone is not None and zone not in available_zone_names())):
+        return None
+    return {"start_date": start, "end_date": end, "period": period, "granularity": granularity,
+            "model_config_id": config_id, "timezone": zone}
+
+
+def plain_details_query(args: dict) -> dict | None:
+    """DetailsQuerySchema's result for a plainly valid query, else None."""
+    limit = args.get("limit", "50")
+    if not args.keys() <= {"limit"} or not PLAIN_LIMIT.match(limit) or not 1 <= int(limit) <= 1000:
+        return None
+    return {"limit": int(limit)}
+
+
+def plain_empty_query(args: dict) -> dict | None:
+    return None if args else {}
+
+
+PLAIN_QUERIES = {UsageQuerySchema: plain_usage_query, DetailsQuerySchema: plain_details_query,
+                 EmptyQuerySchema: plain_empty_query}
+
+
 class Settings(fields.Dict):
     """A free-form JSON object, stored and echoed back: bounded depth, numbers as finite floats."""
 
