@@ -24,6 +24,7 @@ from .api import body_limit, read_body, too_large
 from .auth import current_owner_id, now_iso, requires_scope
 from .errors import ApiError, detail
 from .ingest import NewEvent, store_events
+from .retention import horizon_date, horizon_us
 from .schemas import CONFIG_ID, MAX_INSTANT, MAX_TOKENS, MIN_INSTANT
 from .storage import get_db, write_transaction
 
@@ -338,11 +339,27 @@ def store(owner_id: int, mapped: list[Mapped], rejections: Rejections) -> None:
     if not events:
         return
     with write_transaction(db):
+        events = without_pruned(db, events, rejections)
+        if not events:
+            return
         if autos:
             create_auto_configs(db, owner_id, autos)
             for config_id in autos:
                 rows[config_id] = db.execute(queries.CONFIG_BY_ID, {"owner_id": owner_id, "id": config_id}).fetchone()
         store_events(db, owner_id, events, {event.config_id: rows[event.config_id] for event in events})
+
+
+def without_pruned(db, events: list[NewEvent], rejections: Rejections) -> list[NewEvent]:
+    """The events at or after the retention horizon; older ones are rejected one by one, as the
+    events endpoint refuses them: their stored copies may be pruned, so a re-export would count twice."""
+    horizon = horizon_us(db)
+    if horizon is None:
+        return events
+    reason = f"ends before the retention horizon {horizon_date(horizon).isoformat()} (UTC): events before it are deleted"
+    for event in events:
+        if event.ts_us < horizon:
+            rejections.add(event.event_id, reason)
+    return [event for event in events if event.ts_us >= horizon]
 
 
 # --- the endpoint --------------------------------------------------------------------------------
