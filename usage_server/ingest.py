@@ -4,7 +4,8 @@ import json
 from dataclasses import dataclass
 
 from . import queries
-from .money import priced_cost, usd_to_micros
+from .money import usd_to_micros
+from .pricing import NONE, SENT, model_pricing
 from .queries import LOCAL_GRAINS, ROLLUP_TABLES, SLOT_PHASE, local_serves
 from .storage import Connection, Row, unavailable_reason, write_transaction
 
@@ -24,6 +25,9 @@ class NewEvent:
     cost_micros: int | None
     execution_us: int | None
     billing_source: str
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @classmethod
     def from_loaded(cls, data: dict) -> "NewEvent":
@@ -76,11 +80,7 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
     """
     result = StoreResult()
     series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
-    prices = {}
-    for row in configs.values():
-        model = db.execute(queries.MODEL_BY_ID, {"model_id": row["model_id"]}).fetchone()
-        if model and model["prompt_micros_per_mtok"] is not None and model["completion_micros_per_mtok"] is not None:
-            prices[row["id"]] = (model["prompt_micros_per_mtok"], model["completion_micros_per_mtok"])
+    pricing = {}  # read once per batch and config, when an event needs it
 
     seen = {
         row["event_id"]: row["fingerprint"]
@@ -98,13 +98,18 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
             result.conflicts += seen[event.event_id] != fingerprint
             continue
         seen[event.event_id] = fingerprint
-        cost, priced = event.cost_micros, 1
+        cost, source = event.cost_micros, SENT
         if cost is None:
-            price = prices.get(event.config_id)
-            cost, priced = (priced_cost(event.prompt_tokens, event.completion_tokens, *price), 1) if price else (0, 0)
+            model = pricing.get(event.config_id)
+            if model is None:
+                config = configs[event.config_id]
+                model = pricing[event.config_id] = model_pricing(db, config["model_id"], config["provider"])
+            cost, source = model.price(event.ts_us, event.prompt_tokens, event.completion_tokens,
+                                       event.cached_prompt_tokens, event.cache_write_tokens, event.reasoning_tokens)
+        priced = int(source != NONE)
         series_id = series[event.config_id]
         rows.append((owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens, event.completion_tokens,
-                     event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint))
+                     event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint, source))
         platform = event.billing_source == "platform"
         seconds = event.ts_us // 1_000_000
         key = (seconds - seconds % FINEST_GRAIN, series_id)
@@ -117,17 +122,22 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
         sums[4 if platform else 5] += cost
     if rows:
         db.executemany(queries.INSERT_EVENT, rows)
-        for grain, slots in coarser(finest).items():
-            db.executemany(
-                queries.UPSERT_ROLLUP[grain],
-                [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
-            )
-        offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
-        for key, slots in local_rollups(finest, offsets).items():
-            db.executemany(queries.UPSERT_LOCAL[key], [(owner_id, *slot, *sums) for slot, sums in slots.items()])
-        db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+        add_to_rollups(db, owner_id, finest)
     result.accepted = len(rows)
     return result
+
+
+def add_to_rollups(db: Connection, owner_id: int, finest: dict) -> None:
+    """Add sums per (finest slot, series) to every rollup, and bump the owner's version (ETags)."""
+    for grain, slots in coarser(finest).items():
+        db.executemany(
+            queries.UPSERT_ROLLUP[grain],
+            [(owner_id, slot, series_id, *sums) for (slot, series_id), sums in slots.items()],
+        )
+    offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
+    for key, slots in local_rollups(finest, offsets).items():
+        db.executemany(queries.UPSERT_LOCAL[key], [(owner_id, *slot, *sums) for slot, sums in slots.items()])
+    db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
 
 
 def coarser(finest: dict) -> dict[int, dict]:
