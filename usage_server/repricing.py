@@ -26,10 +26,9 @@ class RepriceResult:
     owners: set = field(default_factory=set)
 
 
-def reprice(db: Connection, since_us: int | None = None, owner: str | None = None,
-            batch: int = BATCH) -> RepriceResult:
+def reprice(db: Connection, since_us: int | None = None, owner: str | None = None) -> RepriceResult:
     """Reprice the events at or after `since_us` (all when None) of `owner` (all when None)."""
-    result = RepriceResult()
+    result, batch = RepriceResult(), BATCH
     for series in db.execute(queries.REPRICE_SERIES, {"owner": owner}).fetchall():
         after = (-2**63 if since_us is None else since_us, -1)
         while after is not None:
