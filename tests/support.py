@@ -19,9 +19,11 @@ CATALOGUE_MODELS = (
     ("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("gpt-4.1", "openai"), ("gpt-4.1-mini", "openai"),
     ("o3", "openai"), ("o4-mini", "openai"), ("claude-opus-4-1", "anthropic"), ("claude-sonnet-4-5", "anthropic"),
     ("claude-haiku-4-5", "anthropic"), ("gemini-2.5-pro", "google"), ("gemini-2.5-flash", "google"),
-    ("mistral-large-latest", "mistral"),
+    ("mistral-large-latest", "mistral"), ("mistral-small-latest", "mistral"), ("gpt-5-nano", "openai"),
 )
-PRICED_ON = datetime(2026, 3, 1, tzinfo=timezone.utc)  # the tests' events are of March 2026; none of these changed then
+# The prices in effect on this day. None of these models changed price during 2026 but
+# mistral-small-latest (on 2026-03-16): the tests that price it (seeded usage) are of later days.
+PRICED_ON = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
 def catalogue_model(model_id: str, provider: str):
@@ -29,14 +31,20 @@ def catalogue_model(model_id: str, provider: str):
 
 
 def catalogue_prices() -> dict:
-    """model id -> (prompt, completion) USD per million tokens as strings, for the oracle: the
-    catalogue's base rates (the tests send no cached tokens and no prompt past a tier)."""
+    """model id -> (prompt, completion) USD per million tokens as strings, then for a model with
+    a long-context tier (threshold, prompt, completion) above it, for the oracle (the tests send
+    no cached tokens)."""
     prices = {}
     for model_id, provider in CATALOGUE_MODELS:
         price = catalogue_model(model_id, provider).get_prices(PRICED_ON)
-        prompt, completion = (value.base if isinstance(value, TieredPrices) else value
-                              for value in (price.input_mtok, price.output_mtok))
-        prices[model_id] = (str(prompt), str(completion))
+        prompt, completion = price.input_mtok, price.output_mtok
+        if isinstance(prompt, TieredPrices):
+            (tier,), (long_completion,) = prompt.tiers, completion.tiers
+            assert tier.start == long_completion.start
+            prices[model_id] = (str(prompt.base), str(completion.base), tier.start, str(tier.price),
+                                str(long_completion.price))
+        else:
+            prices[model_id] = (str(prompt), str(completion))
     return prices
 
 
