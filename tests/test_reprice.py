@@ -16,6 +16,8 @@ from conftest import bearer
 from oracle import event_cost_micros, expected_body
 from support import assert_rollups_equal_a_rebuild, catalogue_prices, open_database, rows
 from usage_server import create_app, repricing
+from usage_server.ingest import rebuild_rollups
+from usage_server.storage import migrations, write_transaction
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
@@ -209,3 +211,42 @@ def test_events_of_release_0_1_0_are_classified_and_only_unsent_ones_repriced(tm
     with open_database(path) as conn:
         assert dict(rows(conn, "SELECT event_id, cost_micros FROM usage_event")) == costs
         assert_rollups_equal_a_rebuild(conn)
+
+
+def test_the_upgrade_classifies_stored_events_and_keeps_only_the_operators_prices(database, monkeypatch):
+    """A database at schema version 1 (the release before priceSource), on either engine: default
+    rows of the old hand-kept list go, imported ones stay; events are classified by what is stored."""
+    steps = migrations.steps
+    monkeypatch.setattr(migrations, "steps", lambda engine="sqlite": steps(engine)[:1])
+    monkeypatch.setattr(migrations, "LATEST_VERSION", 1)
+    create_app({"TESTING": True, "DATABASE": database})
+    with open_database(database) as conn, write_transaction(conn):
+        conn.execute("INSERT INTO owner (name, created_at) VALUES ('acme', '2026-03-18T00:00:00Z')")
+        owner_id = conn.execute("SELECT id FROM owner").fetchone()[0]
+        conn.executemany("INSERT INTO model (model_id, provider, display_name, prompt_micros_per_mtok, "
+                         "completion_micros_per_mtok) VALUES (?, ?, ?, ?, ?)", [
+                             ("gpt-4o", "OpenAI", "GPT-4o", 2_500_000, 10_000_000),  # a default, untouched
+                             ("gpt-4o-mini", "OpenAI", "Mini (ours)", 150_000, 600_000),  # renamed: imported
+                             ("acme-1", "Acme", "acme-1", 1_000_000, 2_000_000)])  # imported
+        series = {}
+        for model_id in ("gpt-4o", "gpt-4o-mini", "acme-1"):
+            conn.execute("INSERT INTO usage_series (owner_id, config_id, model_id, provider, model_name) "
+                         "VALUES (?, ?, ?, 'X', ?)", (owner_id, f"cfg-{model_id}", model_id, model_id))
+            series[model_id] = conn.execute("SELECT id FROM usage_series WHERE model_id = ?", (model_id,)).fetchone()[0]
+        conn.executemany("INSERT INTO usage_event (owner_id, event_id, ts_us, series_id, prompt_tokens, "
+                         "completion_tokens, total_tokens, cost_micros, priced, execution_us, billing_source, "
+                         "fingerprint) VALUES (?, ?, 1773800000000000, ?, 1000, 100, 1100, ?, ?, NULL, 'platform', 7)", [
+                             (owner_id, "listed", series["gpt-4o"], 3_500, 1),  # 1000 * 2.5 + 100 * 10
+                             (owner_id, "sent", series["gpt-4o"], 1_234, 1),
+                             (owner_id, "unpriced", series["gpt-4o"], 0, 0),
+                             (owner_id, "mini", series["gpt-4o-mini"], 210, 1),  # 1000 * 0.15 + 100 * 0.6
+                             (owner_id, "imported", series["acme-1"], 1_200, 1),  # 1000 * 1 + 100 * 2
+                             (owner_id, "sent-acme", series["acme-1"], 7, 1)])
+    monkeypatch.undo()
+    with open_database(database) as conn:
+        migrations.migrate(conn, rebuild_rollups)
+        assert dict(rows(conn, "SELECT event_id, price_source FROM usage_event")) == {
+            "listed": 3, "sent": 1, "unpriced": 0, "mini": 2, "imported": 2, "sent-acme": 1}
+        assert sorted(rows(conn, "SELECT model_id, display_name, cache_read_micros_per_mtok FROM model")) == [
+            ("acme-1", "acme-1", None), ("gpt-4o-mini", "Mini (ours)", None)]
+        assert dict(rows(conn, "SELECT event_id, cost_micros FROM usage_event"))["listed"] == 3_500  # costs kept
