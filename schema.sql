@@ -21,13 +21,16 @@ CREATE TABLE IF NOT EXISTS api_key (
     revoked_at  TEXT
 );
 
--- The model catalogue: display names and list prices, per million tokens, in micro-dollars.
+-- The operator's prices (usage-server import-prices), which win over the genai-prices
+-- catalogue: display names and prices per million tokens, in micro-dollars.
 CREATE TABLE IF NOT EXISTS model (
     model_id                 TEXT PRIMARY KEY,
     provider                 TEXT NOT NULL,
     display_name             TEXT NOT NULL,
     prompt_micros_per_mtok     INTEGER,
-    completion_micros_per_mtok INTEGER
+    completion_micros_per_mtok INTEGER,
+    cache_read_micros_per_mtok INTEGER,       -- NULL: cache reads cost the prompt price
+    cache_write_micros_per_mtok INTEGER       -- NULL: cache writes cost the prompt price
 );
 
 CREATE TABLE IF NOT EXISTS model_config (
@@ -70,6 +73,7 @@ CREATE TABLE IF NOT EXISTS usage_event (
     execution_us       INTEGER,
     billing_source     TEXT NOT NULL CHECK (billing_source IN ('platform', 'user')),
     fingerprint        INTEGER NOT NULL,        -- hash of the payload, to report conflicts
+    price_source       INTEGER NOT NULL DEFAULT 1 CHECK (price_source IN (0, 1, 2, 3)),  -- none, sent, override, catalogue
     UNIQUE (owner_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS usage_event_series_ts ON usage_event (series_id, ts_us);

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from usage_server import queries
 from usage_server.auth import now_iso
+from usage_server.pricing import model_name
 from usage_server.storage import Connection, Row, checkpoint, write_transaction
 from usage_server.ingest import NewEvent, store_seeded_events
 
@@ -56,13 +57,12 @@ DEMO_CONFIGS = (
 def ensure_configs(conn: Connection, owner_id: int) -> dict[str, Row]:
     created = now_iso()
     for config in DEMO_CONFIGS:
-        model = conn.execute(queries.MODEL_BY_ID, {"model_id": config.model_id}).fetchone()
         conn.execute(
             queries.INSERT_CONFIG,
             {
                 "owner_id": owner_id, "id": config.id, "display_name": config.display_name,
                 "model_id": config.model_id, "provider": config.provider,
-                "model_name": model["display_name"] if model else config.model_id,
+                "model_name": model_name(conn, config.model_id, config.provider),
                 "provider_key_id": None, "settings": json.dumps({}), "created_at": created,
             },
         )

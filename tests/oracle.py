@@ -19,12 +19,16 @@ def parse_instant(text):
 
 
 def event_cost_micros(event, prices):
-    """prices: model id -> (prompt USD per million, completion USD per million) as strings."""
+    """prices: model id -> (prompt USD per million, completion USD per million) as strings, then
+    optionally (threshold, prompt, completion): the prices of every token once the prompt
+    tokens exceed the threshold (a long-context tier)."""
     if event.get("cost") is not None:
         return int((Decimal(str(event["cost"])) * 10**6).to_integral_value(ROUND_HALF_EVEN)), True
     price = prices.get(event["_model_id"])
     if price is None:
         return 0, False
+    if len(price) > 2 and event["promptTokens"] > price[2]:
+        price = price[3:]
     # USD per million tokens times tokens is micro-dollars; rounded half up
     micros = Decimal(event["promptTokens"]) * Decimal(price[0]) + Decimal(event["completionTokens"]) * Decimal(price[1])
     return int((micros + Decimal("0.5")).to_integral_value(ROUND_FLOOR)), True

@@ -1,27 +1,51 @@
 """Helpers shared by the reliability tests: catalogue prices, keys on a bare database, and
 the rollups checked against the events summed again, on either engine."""
 import itertools
-import json
 from contextlib import closing
-from decimal import Decimal
-from pathlib import Path
+from datetime import datetime, timezone
+
+from genai_prices.data import providers
+from genai_prices.data_snapshot import DataSnapshot
+from genai_prices.types import TieredPrices
 
 from usage_server import create_app
 from usage_server.auth import create_key
 from usage_server.storage import connect, write_transaction
 from usage_server.storage.connections import engine_of
 
-PRICES_FILE = Path(__file__).resolve().parent.parent / "usage_server" / "prices.json"
+# The models the tests price, as (model id, provider); their list prices come from the
+# catalogue package itself, read here without the server's code.
+CATALOGUE_MODELS = (
+    ("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("gpt-4.1", "openai"), ("gpt-4.1-mini", "openai"),
+    ("o3", "openai"), ("o4-mini", "openai"), ("claude-opus-4-1", "anthropic"), ("claude-sonnet-4-5", "anthropic"),
+    ("claude-haiku-4-5", "anthropic"), ("gemini-2.5-pro", "google"), ("gemini-2.5-flash", "google"),
+    ("mistral-large-latest", "mistral"), ("mistral-small-latest", "mistral"), ("gpt-5-nano", "openai"),
+)
+# The prices in effect on this day. None of these models changed price during 2026 but
+# mistral-small-latest (on 2026-03-16): the tests that price it (seeded usage) are of later days.
+PRICED_ON = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def catalogue_model(model_id: str, provider: str):
+    return DataSnapshot(providers=providers, from_auto_update=False).find_provider_model(model_id, None, provider, None)[1]
 
 
 def catalogue_prices() -> dict:
-    """model id -> (prompt, completion) USD per million tokens as strings, for the oracle."""
-    models = json.loads(PRICES_FILE.read_text(), parse_float=Decimal)["models"]
-    return {
-        model["modelId"]: (str(model["promptPerMillion"]), str(model["completionPerMillion"]))
-        for model in models
-        if model.get("promptPerMillion") is not None and model.get("completionPerMillion") is not None
-    }
+    """model id -> (prompt, completion) USD per million tokens as strings, then for a model with
+    a long-context tier (threshold, prompt, completion) above it, for the oracle (the tests send
+    no cached tokens)."""
+    prices = {}
+    for model_id, provider in CATALOGUE_MODELS:
+        price = catalogue_model(model_id, provider).get_prices(PRICED_ON)
+        prompt, completion = price.input_mtok, price.output_mtok
+        if isinstance(prompt, TieredPrices):
+            (tier,), (long_completion,) = prompt.tiers, completion.tiers
+            assert tier.start == long_completion.start
+            prices[model_id] = (str(prompt.base), str(completion.base), tier.start, str(tier.price),
+                                str(long_completion.price))
+        else:
+            prices[model_id] = (str(prompt), str(completion))
+    return prices
 
 
 def prepare_database(database, owners=("acme",), **config) -> dict:
@@ -38,8 +62,8 @@ def prepare_database(database, owners=("acme",), **config) -> dict:
 
 
 def catalogue_names() -> dict:
-    """model id -> display name in the catalogue (a config's default modelName)."""
-    return {model["modelId"]: model["displayName"] for model in json.loads(PRICES_FILE.read_text())["models"]}
+    """model id -> the catalogue's name (a config's default modelName)."""
+    return {model_id: catalogue_model(model_id, provider).name for model_id, provider in CATALOGUE_MODELS}
 
 
 def open_database(database):

@@ -28,7 +28,7 @@ def conn(pg_app):
 
 
 def event_row(event_id: str, series_id: int, ts_us: int = 1_773_800_000_000_000) -> tuple:
-    return (OWNER, event_id, ts_us, series_id, 10, 5, 15, 100, 1, None, "platform", 7)
+    return (OWNER, event_id, ts_us, series_id, 10, 5, 15, 100, 1, None, "platform", 7, 1)
 
 
 def rollup_row(slot: int, series_id: int, requests: int) -> tuple:

@@ -14,7 +14,7 @@ import requests
 
 from gunicorn_server import gunicorn
 from oracle import event_cost_micros, expected_usage
-from support import assert_rollups_equal_a_rebuild, catalogue_prices, open_database, prepare_database, rows
+from support import assert_rollups_equal_a_rebuild, catalogue_names, catalogue_prices, open_database, prepare_database, rows
 
 CLIENTS, BATCHES, EVENTS = 8, 200, 50
 RESENT_SHARE = 0.2
@@ -22,7 +22,7 @@ READERS = 2
 START, END = date(2026, 3, 1), date(2026, 3, 7)
 WINDOW_SECONDS = 7 * 86_400
 CONFIGS = {
-    "cfg_priced": {"modelId": "gpt-4o", "provider": "OpenAI", "modelName": "GPT-4o"},
+    "cfg_priced": {"modelId": "gpt-4o", "provider": "OpenAI", "modelName": catalogue_names()["gpt-4o"]},
     "cfg_flat": {"modelId": "house-model", "provider": "Acme", "modelName": "house-model"},
     "cfg_free": {"modelId": "free-model", "provider": "Acme", "modelName": "free-model"},
 }

@@ -30,8 +30,9 @@ COUNT_LINE = re.compile(r"^(\w+): (\d[\d,]*) new of (\d[\d,]*)$", re.M)
 EVERY_TABLE = (*COPIED_TABLES, "owner_version", "rollup_offset", *ROLLUP_TABLES.values(), *LOCAL_TABLES.values(),
                *OWNER_ROLLUP_TABLES.values(),
                "schema_version")
-PRICES = [  # price overrides: gpt-4o dearer than the default catalogue's 2.5 / 10, and a model of its own
-    {"modelId": "gpt-4o", "provider": "OpenAI", "displayName": "GPT-4o", "promptPerMillion": 3, "completionPerMillion": 12},
+PRICES = [  # price overrides: gpt-4o dearer than the catalogue's 2.5 / 10, and a model of its own
+    {"modelId": "gpt-4o", "provider": "OpenAI", "displayName": "GPT-4o", "promptPerMillion": 3, "completionPerMillion": 12,
+     "cacheReadPerMillion": 1.5, "cacheWritePerMillion": 3.75},
     {"modelId": "acme-private-1", "provider": "Acme", "promptPerMillion": 0.5, "completionPerMillion": 1.5},
 ]
 FILTERED = {"demo": "cfg_code_review", "beta": "cfg_support_chat", "acme": "cfg_gpt", "idle": None}

@@ -159,13 +159,13 @@ def test_amounts_are_exact_decimals(client, make_key, frozen_now):
          "cost": 999999.999999, "billingSource": "user", "executionTime": 0.000001},
     ])
     text = client.get("/v1/model-usage?period=yesterday&granularity=day", headers={**bearer(key), **CSV}).get_data(as_text=True)
-    assert text == USAGE_HEADER + "\r\n2026-03-17,gpt-4o,OpenAI,GPT-4o,1,0,1,0,1,999999.999999,0.000000,999999.999999\r\n"
+    assert text == USAGE_HEADER + "\r\n2026-03-17,gpt-4o,OpenAI,gpt 4o,1,0,1,0,1,999999.999999,0.000000,999999.999999\r\n"
     text = client.get("/v1/model-usage?period=today", headers={**bearer(key), **CSV}).get_data(as_text=True)
-    assert text == USAGE_HEADER + "\r\n2026-03-18,gpt-4o,OpenAI,GPT-4o,2,0,2,2,0,0.300000,0.300000,0.000000\r\n"
+    assert text == USAGE_HEADER + "\r\n2026-03-18,gpt-4o,OpenAI,gpt 4o,2,0,2,2,0,0.300000,0.300000,0.000000\r\n"
     text = client.get("/v1/model-usage/cfg_a?limit=1", headers={**bearer(key), **CSV}).get_data(as_text=True)
-    assert text.splitlines()[1] == "b,2026-03-18T02:00:00Z,cfg_a,1,0,1,0.200000,,platform,true"
+    assert text.splitlines()[1] == "b,2026-03-18T02:00:00Z,cfg_a,1,0,1,0.200000,,platform,true,sent"
     text = client.get("/v1/model-usage/cfg_a", headers={**bearer(key), **CSV}).get_data(as_text=True)
-    assert text.splitlines()[3] == "c,2026-03-17T02:00:00Z,cfg_a,1,0,1,999999.999999,0.000001,user,true"
+    assert text.splitlines()[3] == "c,2026-03-17T02:00:00Z,cfg_a,1,0,1,999999.999999,0.000001,user,true,sent"
 
 
 def test_empty_range_is_the_header_alone(client, seeded):
@@ -181,13 +181,14 @@ def test_details_csv_is_one_row_per_event_newest_first(client, seeded):
     response = client.get("/v1/model-usage/cfg_x?limit=7", headers={**bearer(key), **CSV})
     assert response.status_code == 200 and response.mimetype == "text/csv"
     assert response.headers["Content-Disposition"] == 'attachment; filename="model-usage_cfg_x_recent.csv"'
-    expected = ["id,timestamp,modelConfigId,promptTokens,completionTokens,totalTokens,estimatedCost,executionTime,billingSource,priced"]
+    expected = ["id,timestamp,modelConfigId,promptTokens,completionTokens,totalTokens,estimatedCost,executionTime,billingSource,priced,priceSource"]
     for event in mine[:7]:
         cost, priced = event_cost_micros({**event, "_model_id": "house-model"}, PRICES)
         expected.append(",".join(map(str, [
             event["id"], event["timestamp"], "cfg_x", event["promptTokens"], event["completionTokens"],
             event["promptTokens"] + event["completionTokens"], fixed6(cost), fixed6(micros(event["executionTime"])),
             event["billingSource"], "true" if priced else "false",
+            "sent" if "cost" in event else "none",  # house-model is in no catalogue
         ])))
     assert response.get_data(as_text=True) == "\r\n".join(expected) + "\r\n"
     body = client.get("/v1/model-usage/cfg_x?limit=7", headers=bearer(key)).get_json()

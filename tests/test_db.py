@@ -223,7 +223,7 @@ def test_an_empty_file_or_memory_is_accepted(tmp_path):
     path.touch()
     app = create_app({"DATABASE": str(path)})
     with app.app_context():
-        assert get_db().execute("SELECT COUNT(*) FROM model").fetchone()[0] > 0
+        assert get_db().execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] > 0
     check_database_path(":memory:")
 
 
@@ -241,7 +241,7 @@ def test_start_up_creates_the_schema_once_and_keeps_existing_data(tmp_path):
         assert {"notes", "owner", "api_key", "model", "model_config", "usage_event", "rollup_day"} <= tables
         with write_transaction(conn):
             conn.execute("INSERT INTO owner (name, created_at) VALUES ('acme', 'now')")
-            conn.execute("UPDATE model SET display_name = 'Renamed' WHERE model_id = 'gpt-4o'")
+            conn.execute("INSERT INTO model (model_id, provider, display_name) VALUES ('gpt-4o', 'OpenAI', 'Renamed')")
     app = create_app({"DATABASE": str(path)})
     with app.app_context():
         conn = get_db()

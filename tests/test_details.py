@@ -58,15 +58,17 @@ def test_answer_has_the_config_and_every_event_field_exactly(client, make_key, e
             {"id": "sent", "timestamp": "2026-03-02T06:00:00.500Z", "completionTokens": 350,
              "estimatedCost": float(Decimal("0.0420005").quantize(micro, ROUND_HALF_EVEN)),
              "executionTime": float(Decimal("1234.5678905").quantize(micro, ROUND_HALF_EVEN)),
-             "promptTokens": 150, "totalTokens": 512, "billingSource": "user", "priced": True},
+             "promptTokens": 150, "totalTokens": 512, "billingSource": "user", "priced": True,
+             "priceSource": "sent"},
             {"id": "priced", "timestamp": "2026-03-02T03:45:00Z", "completionTokens": 1,
              "estimatedCost": catalogue(3, 1), "executionTime": 1.25, "promptTokens": 3, "totalTokens": 4,
-             "billingSource": "platform", "priced": True},
+             "billingSource": "platform", "priced": True, "priceSource": "catalogue"},
             {"id": "plain", "timestamp": "2026-03-02T03:00:00Z", "completionTokens": 0, "estimatedCost": 0.0,
-             "executionTime": 0.000001, "promptTokens": 0, "totalTokens": 0, "billingSource": "platform", "priced": True},
+             "executionTime": 0.000001, "promptTokens": 0, "totalTokens": 0, "billingSource": "platform", "priced": True,
+             "priceSource": "sent"},
             {"id": "untimed", "timestamp": "2026-03-01T12:15:00Z", "completionTokens": 2,
              "estimatedCost": catalogue(10, 2), "executionTime": None, "promptTokens": 10, "totalTokens": 12,
-             "billingSource": "platform", "priced": True},
+             "billingSource": "platform", "priced": True, "priceSource": "catalogue"},
         ],
     }
 
@@ -79,7 +81,8 @@ def test_unpriced_events_say_so_instead_of_passing_for_a_real_zero(client, make_
         {"id": "free", "timestamp": "2026-03-01T00:00:01Z", "modelConfigId": "cfg_local", "promptTokens": 5, "completionTokens": 5, "cost": 0},
     ])
     usage = details(client, key, "cfg_local").get_json()["recentUsage"]
-    assert [(item["id"], item["estimatedCost"], item["priced"]) for item in usage] == [("free", 0.0, True), ("no-price", 0.0, False)]
+    assert [(item["id"], item["estimatedCost"], item["priced"], item["priceSource"]) for item in usage] == [
+        ("free", 0.0, True, "sent"), ("no-price", 0.0, False, "none")]
 
 
 @pytest.mark.parametrize("query, count", [("", 50), ("?limit=1", 1), ("?limit=49", 49), ("?limit=1000", 60), ("?limit=61", 60)])

@@ -187,6 +187,7 @@ def test_details_read_back_every_event_exactly(ingested, config_id):
             "totalTokens": item.get("totalTokens", item["promptTokens"] + item["completionTokens"]),
             "billingSource": item.get("billingSource", "platform"),
             "priced": priced,
+            "priceSource": "sent" if item.get("cost") is not None else "catalogue" if priced else "none",
         })
     response = ingested.client.get(f"/v1/model-usage/{config_id}?limit=1000", headers=bearer(ingested.key))
     body = response.get_json()
@@ -600,7 +601,7 @@ def micros_half_up(prompt_tokens, completion_tokens, price):
 
 @pytest.mark.parametrize("model_id, prompt_tokens, completion_tokens", [
     ("gpt-4o", 1, 0), ("gpt-4o", 3, 0), ("gpt-4o", 1, 1), ("gpt-4o", 0, 1), ("gpt-4o-mini", 1, 0), ("gpt-4o-mini", 10, 0),
-    ("gpt-4o-mini", 3, 1), ("gpt-4o-mini", 1, 3), ("llama-3.1-8b-instruct", 10, 0), ("llama-3.1-8b-instruct", 30, 0),
+    ("gpt-4o-mini", 3, 1), ("gpt-4o-mini", 1, 3), ("gpt-5-nano", 10, 0), ("gpt-5-nano", 30, 0),
     ("claude-opus-4-1", 10**12, 10**12), ("gemini-2.5-flash", 12_345, 6_789), ("o4-mini", 999_999, 1),
 ])
 def test_cost_defaults_to_the_catalogue_price_exactly(client, make_key, model_id, prompt_tokens, completion_tokens):

@@ -5,7 +5,9 @@ their rows equal both a rebuild from the events and a plain-Python aggregate, wh
 the offsets were registered before the data, after it, or by several processes at once.
 """
 import multiprocessing
+import sqlite3
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,7 @@ NONE_STORED = ([], dict.fromkeys(LOCAL_TABLES, []))
 FAST = "Asia/Kolkata,Asia/Kathmandu,Pacific/Chatham,America/Los_Angeles"
 FAST_OFFSETS = [-28_800, -25_200, 19_800, 20_700, 45_900, 49_500]
 END = int(datetime(2026, 3, 18, 15, 30, tzinfo=timezone.utc).timestamp())
+RELEASE_0_1_0 = Path(__file__).resolve().parent / "fixtures" / "release-0.1.0.sqlite"
 
 
 def start(database: str, fast: str = "", **config):
@@ -69,12 +72,27 @@ def test_registering_zones_after_the_data_builds_what_a_rebuild_builds(seeded):
 @pytest.mark.sqlite_only  # PostgreSQL support came with schema versions: no PostgreSQL database predates them
 def test_a_database_from_before_local_hours_gets_them_at_start(seeded):
     start(seeded, FAST)
-    # as the schema was, with the offsets registered, and before versions were recorded
-    run(seeded, "DROP TABLE rollup_local_hour", "DROP TABLE schema_version")
+    # as the schema was, with the offsets registered, and before versions were recorded (so
+    # without the columns later migrations added to release 0.1.0's tables)
+    run(seeded, "DROP TABLE rollup_local_hour", "DROP TABLE schema_version", *columns_added_since_0_1_0(seeded))
     start(seeded, FAST)
     offsets, rows = stored(seeded)
     assert offsets == FAST_OFFSETS
     assert rows == python_local(seeded, offsets) and all(rows.values())
+
+
+def columns_added_since_0_1_0(database: str) -> list[str]:
+    """ALTER TABLE ... DROP COLUMN for each column a table of the release 0.1.0 fixture lacks."""
+    release = sqlite3.connect(f"{RELEASE_0_1_0.as_uri()}?immutable=1", uri=True)
+    current = sqlite3.connect(database)
+    try:
+        return [f"ALTER TABLE {table} DROP COLUMN {column}"
+                for (table,) in release.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                for (column,) in current.execute("SELECT name FROM pragma_table_info(?)", (table,))
+                if column not in {name for (name,) in release.execute("SELECT name FROM pragma_table_info(?)", (table,))}]
+    finally:
+        release.close()
+        current.close()
 
 
 def test_unregistering_zones_removes_their_days_only(seeded):

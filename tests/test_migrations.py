@@ -24,7 +24,6 @@ from oracle import owner_rollups
 from stored import EVENT_ROWS
 from stored import owner_rollups as stored_owner_rollups
 from stored import rows as stored_rows
-from support import PRICES_FILE
 import usage_server
 from usage_server import api, create_app
 from usage_server.queries import OWNER_ROLLUP_TABLES
@@ -155,6 +154,21 @@ def test_kept_allows_added_fields_only():
     assert not kept(old, {"a": 1, "b": [{"c": 2.5}, {}]})
 
 
+def kept_csv(old: str, new: str) -> bool:
+    """Whether CSV `new` has `old`'s lines, byte for byte, columns added since at their ends."""
+    old_lines, new_lines = old.split("\r\n"), new.split("\r\n")
+    return len(old_lines) == len(new_lines) and all(
+        line == was or line.startswith(was + ",") for was, line in zip(old_lines, new_lines))
+
+
+def kept_rows(before: dict, after: dict) -> dict:
+    """`after`'s rows of the tables in `before`, cut to the columns they had (columns added since
+    come last); the model table, whose rows from a release's default prices the catalogue
+    replaced, is compared by tests of its own."""
+    return {table: sorted((row[:len(before[table][0])] if before[table] else row for row in after[table]), key=repr)
+            for table in before if table != "model"}
+
+
 def replay(client) -> None:
     """Every answer release 0.1.0 gave, asked again: each must say the same (fields added by
     later releases aside), byte for byte in CSV."""
@@ -163,7 +177,7 @@ def replay(client) -> None:
         response = client.get(asked["path"], query_string=asked["query"], headers=headers)
         assert response.status_code == 200, (asked["path"], asked["query"], response.get_json())
         if asked.get("accept") == "text/csv":
-            assert response.get_data(as_text=True) == asked["body"], (asked["path"], asked["query"])
+            assert kept_csv(asked["body"], response.get_data(as_text=True)), (asked["path"], asked["query"])
         else:
             assert kept(asked["body"], response.get_json()), (asked["path"], asked["query"])
 
@@ -187,7 +201,7 @@ def test_a_release_0_1_0_database_is_upgraded_in_place_keeping_every_row_and_ans
     app = start(release_copy)
     after = rows(release_copy)
     assert versions(release_copy) == STEPS
-    assert {table: after[table] for table in before} == before
+    assert kept_rows(before, after) == {table: before[table] for table in before if table != "model"}
     assert set(after) - set(before) == {"schema_version", *LATER_TABLES}
     assert_owner_rollups_are_the_events(release_copy)
     replay(app.test_client())
@@ -272,7 +286,7 @@ def test_migrate_upgrades_a_release_0_1_0_database_then_has_nothing_to_do(releas
     assert result.exit_code == 0, result.output
     assert result.output == f"Upgraded the database {release_copy} from schema version 0 (none recorded) to {LATEST}.\n"
     upgraded = rows(release_copy)
-    assert {table: upgraded[table] for table in before} == before
+    assert kept_rows(before, upgraded) == {table: before[table] for table in before if table != "model"}
     again = migrate(release_copy)
     assert again.exit_code == 0, again.output
     assert again.output == f"The database {release_copy} is at schema version {LATEST}, this release's: nothing to do.\n"
@@ -286,7 +300,7 @@ def test_migrate_brings_an_empty_database_to_this_version_then_has_nothing_to_do
     assert result.output == f"Upgraded the database {named(database)} from schema version 0 (none recorded) to {LATEST}.\n"
     assert versions(database) == STEPS
     upgraded = rows(database)
-    assert len(upgraded["model"]) == len(json.loads(PRICES_FILE.read_text())["models"])
+    assert upgraded["model"] == []  # no operator prices yet: the catalogue prices every model it has
     again = migrate(database)
     assert again.exit_code == 0, again.output
     assert again.output == f"The database {named(database)} is at schema version {LATEST}, this release's: nothing to do.\n"
@@ -390,7 +404,7 @@ def test_workers_starting_at_once_on_a_new_database_make_one_schema(database, ne
     assert versions(database) == STEPS
     assert columns(database) == columns(reference)
     after = rows(database)
-    assert len(after["model"]) == len(json.loads(PRICES_FILE.read_text())["models"])
+    assert after["model"] == []
     assert after["rollup_offset"] == rows(reference)["rollup_offset"]
 
 
@@ -400,4 +414,4 @@ def test_workers_starting_at_once_upgrade_a_release_0_1_0_database_once(release_
     assert versions(release_copy) == STEPS
     assert structure(release_copy) == documented(tmp_path)
     after = rows(release_copy)
-    assert {table: after[table] for table in before} == before
+    assert kept_rows(before, after) == {table: before[table] for table in before if table != "model"}

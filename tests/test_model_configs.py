@@ -2,16 +2,14 @@
 import json
 import re
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
 from conftest import assert_error, bearer, create_config, post_events
 from owners import app, make_key  # noqa: F401 (one database for the module)
-from usage_server import api
+from support import catalogue_names
 
-PRICES_FILE = Path(api.__file__).with_name("prices.json")
-CATALOGUE = {model["modelId"]: model for model in json.loads(PRICES_FILE.read_text())["models"]}
+NAMES = catalogue_names()
 INSTANT = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
 
 
@@ -37,7 +35,7 @@ def test_create_answers_the_stored_config_with_every_field(client, make_key):
         "displayName": "Chat",
         "modelId": "gpt-4o",
         "provider": "OpenAI",
-        "modelName": CATALOGUE["gpt-4o"]["displayName"],
+        "modelName": NAMES["gpt-4o"],
         "isDefault": False,
         "isEnabled": True,
         "settings": {},
@@ -82,13 +80,13 @@ def test_ids_are_unique_per_owner_so_two_owners_may_share_one(client, make_key):
     "sent, model_name, display_name",
     [
         ({"modelId": "claude-sonnet-4-5", "provider": "Anthropic"},
-         CATALOGUE["claude-sonnet-4-5"]["displayName"], CATALOGUE["claude-sonnet-4-5"]["displayName"]),
+         NAMES["claude-sonnet-4-5"], NAMES["claude-sonnet-4-5"]),
         ({"modelId": "my-finetune-7b", "provider": "Acme"}, "my-finetune-7b", "my-finetune-7b"),
         ({"modelId": "gpt-4o", "provider": "OpenAI", "modelName": "GPT-4o (EU)"}, "GPT-4o (EU)", "GPT-4o (EU)"),
         ({"modelId": "gpt-4o", "provider": "OpenAI", "displayName": "Support bot"},
-         CATALOGUE["gpt-4o"]["displayName"], "Support bot"),
+         NAMES["gpt-4o"], "Support bot"),
         ({"modelId": "gpt-4o", "provider": "OpenAI", "displayName": None, "modelName": None, "id": None},
-         CATALOGUE["gpt-4o"]["displayName"], CATALOGUE["gpt-4o"]["displayName"]),
+         NAMES["gpt-4o"], NAMES["gpt-4o"]),
     ],
     ids=["catalogue-name", "unknown-model", "explicit-name", "explicit-display-name", "nulls-mean-absent"],
 )
@@ -110,7 +108,7 @@ def test_the_reference_clients_own_create_body_works(client, make_key):
     after = datetime.now(timezone.utc)
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
-    name = CATALOGUE["claude-sonnet-4-5"]["displayName"]
+    name = NAMES["claude-sonnet-4-5"]
     created = body["createdAt"]
     assert body == {
         "id": body["id"], "displayName": name, "modelId": "claude-sonnet-4-5", "provider": "Anthropic",

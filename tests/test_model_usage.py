@@ -6,19 +6,18 @@ sharing config ids, events placed around four pinned instants and exactly on the
 import json
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from conftest import FROZEN_NOW, assert_error, bearer
 from oracle import expected_body, expected_usage
+from support import catalogue_prices
 from usage_server import api, create_app
 from usage_server.auth import create_key
 from usage_server.storage import connect, write_transaction
 
 UTC = timezone.utc
-PRICES_FILE = Path(api.__file__).with_name("prices.json")
 
 # "now" pinned at: the fixture's Wednesday, a new year at midnight, the last microsecond
 # of a Sunday after a leap February, and a Monday morning.
@@ -186,10 +185,7 @@ def world(engine, new_database):
             configs[owner][config_id] = response.get_json()
         response = client.post("/v1/model-usage/events", headers=bearer(keys[owner]), json={"events": EVENTS[owner]})
         assert response.get_json() == {"accepted": len(EVENTS[owner]), "duplicates": 0, "conflicts": 0}
-    prices = {
-        model["modelId"]: (model["promptPerMillion"], model["completionPerMillion"])
-        for model in json.loads(PRICES_FILE.read_text(), parse_float=str, parse_int=str)["models"]
-    }
+    prices = catalogue_prices()
     return {"app": app, "client": client, "keys": keys, "configs": configs, "prices": prices}
 
 

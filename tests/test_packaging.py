@@ -7,7 +7,7 @@ import zipfile
 from gunicorn_server import REPO
 
 SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "usage_server", "seed")
-DATA = ("usage_server/storage/migrations/sqlite/0001_initial.sql", "usage_server/prices.json", "usage_server/templates/dashboard.html",
+DATA = ("usage_server/storage/migrations/sqlite/0001_initial.sql", "usage_server/templates/dashboard.html",
         "usage_server/templates/docs.html", "usage_server/static/dashboard.css", "usage_server/static/dashboard.js",
         "usage_server/static/vendor/uplot/uPlot.iife.min.js", "usage_server/static/vendor/uplot/uPlot.min.css",
         "usage_server/static/vendor/uplot/LICENSE")

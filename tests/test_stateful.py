@@ -147,6 +147,7 @@ class Owner:
                 "promptTokens": event["promptTokens"],
                 "totalTokens": event.get("totalTokens", event["promptTokens"] + event["completionTokens"]),
                 "billingSource": event.get("billingSource", "platform"), "priced": priced,
+                "priceSource": "sent" if event.get("cost") is not None else "catalogue" if priced else "none",
             })
         return items
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 
-from . import queries, reports
+from . import pricing, queries, reports
 from .auth import current_owner_id, now_iso, requires_scope
 from .csvexport import details_csv, usage_csv, wants_csv
 from .errors import ApiError, detail, error_response
@@ -249,6 +249,7 @@ def details_json(config, rows) -> dict:
             "totalTokens": row["total_tokens"],
             "billingSource": row["billing_source"],
             "priced": bool(row["priced"]),
+            "priceSource": pricing.SOURCE_NAMES[row["price_source"]],
         }
         for row in rows
     ]
@@ -273,8 +274,7 @@ def create_model_config():
     data = load_body(ModelConfigSchema())
     owner_id = current_owner_id()
     db = get_db()
-    model = db.execute(queries.MODEL_BY_ID, {"model_id": data["model_id"]}).fetchone()
-    model_name = data["model_name"] or (model["display_name"] if model else data["model_id"])
+    model_name = data["model_name"] or pricing.model_name(db, data["model_id"], data["provider"])
     config_id = data["id"] or f"cfg_{secrets.token_hex(10)}"
     with write_transaction(db):
         inserted = db.execute(

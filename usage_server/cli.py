@@ -1,5 +1,6 @@
 """The `usage-server` command line: a Flask CLI group around the app factory."""
 import time
+from datetime import timezone
 
 import click
 from flask import current_app
@@ -7,6 +8,7 @@ from flask.cli import FlaskGroup, ScriptInfo, run_command, with_appcontext
 
 from . import create_app, queries
 from .auth import SCOPES, create_key, hash_key, now_iso
+from .csvexport import fixed6
 from .ingest import rebuild_rollups_in_steps
 from .startup import prepare_database
 from .storage import (Upgrade, backup, connect, database_exists, drop_schema, holds_data, redacted, restore,
@@ -101,7 +103,8 @@ def revoke_key_command(key):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @with_appcontext
 def import_prices_command(path):
-    """Add or update model prices from a JSON file (format: usage_server/prices.json)."""
+    """Add or update the operator's model prices, which win over the catalogue's, from a JSON
+    file (format: docs/pricing.md); then `usage-server reprice` applies them to stored events."""
     from .pricing import import_catalogue, read_catalogue
 
     try:
@@ -259,11 +262,33 @@ def prune_command(keep_days):
         conn.close()
     click.echo(f"Deleted {pruned.deleted} events before {pruned.horizon} (UTC); their usage stays in the totals, "
                f"and events before {pruned.horizon} are refused from now on.")
+@click.command("reprice")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only events from this UTC day on.")
+@click.option("--owner", help="Only this owner's events.")
+@with_appcontext
+def reprice_command(since, owner):
+    """Price again every event sent without a cost, with the prices in effect now (overrides,
+    then the installed catalogue); the rollups follow in the same transactions."""
+    from .money import micros_to_usd
+    from .repricing import reprice
+
+    conn = open_db()
+    since_us = None if since is None else int(since.replace(tzinfo=timezone.utc).timestamp()) * 1_000_000
+    try:
+        if owner is not None and conn.execute(queries.OWNER_ID_BY_NAME, {"name": owner}).fetchone() is None:
+            raise click.ClickException(f"no owner named {owner!r}")
+        result = reprice(conn, since_us, owner)
+    finally:
+        conn.close()
+    delta = result.after - result.before
+    click.echo(f"Repriced {result.changed:,} of {result.examined:,} events sent without a cost: "
+               f"{'+' if delta >= 0 else '-'}${fixed6(abs(delta))} "
+               f"(from ${fixed6(result.before)} to ${fixed6(result.after)}).")
 
 
 COMMANDS = (init_db_command, create_key_command, list_keys_command, revoke_key_command,
             import_prices_command, rebuild_rollups_command, seed_command, migrate_command, copy_to_command,
-            backup_command, restore_command, prune_command)
+            backup_command, restore_command, prune_command, reprice_command)
 
 
 def init_app(app) -> None:

@@ -1,10 +1,9 @@
-"""copy-to: everything one database holds (owners, keys, model configs, the price catalogue,
+"""copy-to: everything one database holds (owners, keys, model configs, price overrides,
 events) copied into another, of either engine, whose rollups are then rebuilt.
 
 Both ends go through the storage layer: one read snapshot of the source, one write
 transaction on the target. The target is checked first, inside that transaction: every row
-it holds must be the source's row (or, in the catalogue, a default price every new
-database gets), so a re-run finds nothing new and a database holding other data is refused
+it holds must be the source's row, so a re-run finds nothing new and a database holding other data is refused
 with nothing changed. Rows keep their ids and keys their hashes, so raw keys keep working.
 """
 import time
@@ -14,7 +13,6 @@ import click
 
 from . import queries, retention
 from .ingest import rebuild_rollups
-from .pricing import DEFAULT_CATALOGUE, catalogue_rows, read_catalogue
 from .storage import (Connection, migrate, read_snapshot, redacted, same_database, start_up_connection,
                       sync_identities, write_transaction)
 
@@ -76,13 +74,12 @@ def copy_pruned_usage(source: Connection, target: Connection) -> None:
 
 def check_target(source: Connection, target: Connection, name: str, echo: Echo) -> None:
     """Refuse a target with a row the source lacks or holds otherwise, before writing anything."""
-    defaults = default_catalogue()
     for table, (width, _, columns) in queries.COPIED_TABLES.items():
         for page in pages(target, table, progress(echo, f"{table} in the target", row_count(target, table), "checked")):
             theirs = rows_in_range(source, table, [row[:width] for row in page])
             for row in page:
                 key = row[:width]
-                if theirs.get(key) == row or (table == "model" and defaults.get(key) == row):
+                if theirs.get(key) == row:
                     continue
                 what = ", ".join(f"{column}={value!r}" for column, value in zip(columns, key))
                 found = "differs from the source's" if key in theirs else "is not in the source"
@@ -92,7 +89,7 @@ def check_target(source: Connection, target: Connection, name: str, echo: Echo) 
 
 
 def copy_table(source: Connection, target: Connection, table: str, echo: Echo) -> int:
-    """Write the source's rows the target lacks (or holds as a default price), BATCH at a time."""
+    """Write the source's rows the target lacks, BATCH at a time."""
     width, total, copied = queries.COPIED_TABLES[table][0], row_count(source, table), 0
     for page in pages(source, table, progress(echo, table, total, "read")):
         have = rows_in_range(target, table, [row[:width] for row in page])
@@ -136,13 +133,6 @@ def rows_in_range(conn: Connection, table: str, keys: list[tuple]) -> dict[tuple
 
 def row_count(conn: Connection, table: str) -> int:
     return conn.execute(queries.COPY_COUNT[table]).fetchone()[0]
-
-
-def default_catalogue() -> dict[tuple, tuple]:
-    """The model rows every new database starts with, as check_target compares them."""
-    return {(row["model_id"],): (row["model_id"], row["provider"], row["display_name"], row["prompt_price"],
-                                 row["completion_price"])
-            for row in catalogue_rows(read_catalogue(DEFAULT_CATALOGUE))}
 
 
 def bump_versions(source: Connection, target: Connection) -> None:

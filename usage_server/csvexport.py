@@ -13,6 +13,7 @@ import io
 from flask import Response, request
 
 from . import queries, reports
+from .pricing import SOURCE_NAMES
 from .storage import Connection
 from .timeranges import iso_instant
 
@@ -22,7 +23,7 @@ USAGE_COLUMNS = (
 )
 DETAILS_COLUMNS = (
     "id", "timestamp", "modelConfigId", "promptTokens", "completionTokens", "totalTokens",
-    "estimatedCost", "executionTime", "billingSource", "priced",
+    "estimatedCost", "executionTime", "billingSource", "priced", "priceSource",
 )
 SUMS = ("requests", "unpriced", "platform_tokens", "user_tokens", "platform_cost", "user_cost")
 
@@ -67,7 +68,7 @@ def details_rows(config_id: str, events):
             row["event_id"], iso_instant(row["ts_us"]), config_id, row["prompt_tokens"],
             row["completion_tokens"], row["total_tokens"], fixed6(row["cost_micros"]),
             "" if row["execution_us"] is None else fixed6(row["execution_us"]),
-            row["billing_source"], "true" if row["priced"] else "false",
+            row["billing_source"], "true" if row["priced"] else "false", SOURCE_NAMES[row["price_source"]],
         )
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from . import queries
 from .budgets import raise_budget_alerts
 from .errors import ApiError, detail
-from .money import priced_cost, usd_to_micros
+from .money import usd_to_micros
+from .pricing import NONE, SENT, model_pricing
 from .queries import LOCAL_GRAINS, OWNER_ROLLUP_TABLES, ROLLUP_TABLES, SLOT_PHASE, local_serves
 from .retention import horizon_date, horizon_us
 from .storage import Connection, Row, checkpoint, unavailable_reason, write_transaction
@@ -83,7 +84,7 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
     refuse_pruned(db, events)
     result = StoreResult()
     series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
-    prices = config_prices(db, configs)
+    pricing = {}  # read once per batch and config, when an event needs it
 
     seen = {
         row["event_id"]: row["fingerprint"]
@@ -102,14 +103,19 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
             result.conflicts += seen[event.event_id] != fingerprint
             continue
         seen[event.event_id] = fingerprint
-        cost, priced = event.cost_micros, 1
+        cost, source = event.cost_micros, SENT
         if cost is None:
-            price = prices.get(event.config_id)
-            cost, priced = (priced_cost(event.prompt_tokens, event.completion_tokens, *price), 1) if price else (0, 0)
+            model = pricing.get(event.config_id)
+            if model is None:
+                config = configs[event.config_id]
+                model = pricing[event.config_id] = model_pricing(db, config["model_id"], config["provider"])
+            cost, source = model.price(event.ts_us, event.prompt_tokens, event.completion_tokens,
+                                       event.cached_prompt_tokens, event.cache_write_tokens, event.reasoning_tokens)
+        priced = int(source != NONE)
         series_id = series[event.config_id]
         stored_at.setdefault(event.config_id, []).append(event.ts_us)
         rows.append((owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens, event.completion_tokens,
-                     event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint))
+                     event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint, source))
         platform = event.billing_source == "platform"
         seconds = event.ts_us // 1_000_000
         key = (seconds - seconds % FINEST_GRAIN, series_id)
@@ -144,16 +150,6 @@ def refuse_pruned(db: Connection, events: list[NewEvent]) -> None:
         raise ApiError(400, f"events.{old[0]}.timestamp: {message}", details)
 
 
-def config_prices(db: Connection, configs: dict[str, Row]) -> dict[str, tuple[int, int]]:
-    """config id -> catalogue prices (micro-dollars per million prompt and completion tokens)."""
-    prices = {}
-    for row in configs.values():
-        model = db.execute(queries.MODEL_BY_ID, {"model_id": row["model_id"]}).fetchone()
-        if model and model["prompt_micros_per_mtok"] is not None and model["completion_micros_per_mtok"] is not None:
-            prices[row["id"]] = (model["prompt_micros_per_mtok"], model["completion_micros_per_mtok"])
-    return prices
-
-
 def add_to_rollups(db: Connection, owner_id: int, finest: dict) -> None:
     """Add sums per (finest slot, series) to every rollup of the owner, and bump its version."""
     rollups = coarser(finest)
@@ -178,7 +174,7 @@ def store_seeded_events(db: Connection, owner_id: int, events, configs: dict[str
     the owner holds already are skipped (not compared: a seed run again sends the same
     events). Call inside a write transaction; returns how many were stored."""
     series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
-    prices = config_prices(db, configs)
+    pricing = {config_id: model_pricing(db, row["model_id"], row["provider"]) for config_id, row in configs.items()}
     if seen is None:  # the ids the owner holds; a caller storing in steps passes its set, kept up to date
         seen = {row[0] for row in db.execute(queries.OWNER_EVENT_IDS, {"owner_id": owner_id})}
     after = db.execute(queries.LAST_EVENT_ID).fetchone()[0]  # ids grow: the new rows are those above
@@ -187,13 +183,14 @@ def store_seeded_events(db: Connection, owner_id: int, events, configs: dict[str
         if event.event_id in seen:
             continue
         seen.add(event.event_id)
-        cost, priced = event.cost_micros, 1
+        cost, source = event.cost_micros, SENT
         if cost is None:
-            price = prices.get(event.config_id)
-            cost, priced = (priced_cost(event.prompt_tokens, event.completion_tokens, *price), 1) if price else (0, 0)
+            cost, source = pricing[event.config_id].price(event.ts_us, event.prompt_tokens, event.completion_tokens,
+                                                          event.cached_prompt_tokens, event.cache_write_tokens,
+                                                          event.reasoning_tokens)
         rows.append((owner_id, event.event_id, event.ts_us, series[event.config_id], event.prompt_tokens,
-                     event.completion_tokens, event.total_tokens, cost, priced, event.execution_us, event.billing_source,
-                     event.fingerprint()))
+                     event.completion_tokens, event.total_tokens, cost, int(source != NONE), event.execution_us,
+                     event.billing_source, event.fingerprint(), source))
         if len(rows) == chunk:
             db.executemany(queries.INSERT_EVENT, rows)
             stored, rows = stored + len(rows), []

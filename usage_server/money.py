@@ -21,8 +21,3 @@ def micros_to_usd(micros: int) -> float:
     """
     return micros / MICROS_PER_USD
 
-
-def priced_cost(prompt_tokens: int, completion_tokens: int, prompt_price: int, completion_price: int) -> int:
-    """Catalogue cost in micro-dollars (half-up); prices are micro-dollars per million tokens."""
-    numerator = prompt_tokens * prompt_price + completion_tokens * completion_price
-    return (numerator + 500_000) // 1_000_000

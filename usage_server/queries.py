@@ -75,23 +75,22 @@ WHERE id = :id OR key_hash = :key_hash
 
 # --- model catalogue --------------------------------------------------------------
 
-COUNT_MODELS = """
-SELECT COUNT(*)
-FROM model
-"""
-
 UPSERT_MODEL = """
-INSERT INTO model (model_id, provider, display_name, prompt_micros_per_mtok, completion_micros_per_mtok)
-VALUES (:model_id, :provider, :display_name, :prompt_price, :completion_price)
+INSERT INTO model (model_id, provider, display_name, prompt_micros_per_mtok, completion_micros_per_mtok,
+                   cache_read_micros_per_mtok, cache_write_micros_per_mtok)
+VALUES (:model_id, :provider, :display_name, :prompt_price, :completion_price, :cache_read_price, :cache_write_price)
 ON CONFLICT (model_id) DO UPDATE SET
     provider = excluded.provider,
     display_name = excluded.display_name,
     prompt_micros_per_mtok = excluded.prompt_micros_per_mtok,
-    completion_micros_per_mtok = excluded.completion_micros_per_mtok
+    completion_micros_per_mtok = excluded.completion_micros_per_mtok,
+    cache_read_micros_per_mtok = excluded.cache_read_micros_per_mtok,
+    cache_write_micros_per_mtok = excluded.cache_write_micros_per_mtok
 """
 
 MODEL_BY_ID = """
-SELECT model_id, provider, display_name, prompt_micros_per_mtok, completion_micros_per_mtok
+SELECT model_id, provider, display_name, prompt_micros_per_mtok, completion_micros_per_mtok,
+       cache_read_micros_per_mtok, cache_write_micros_per_mtok
 FROM model
 WHERE model_id = :model_id
 """
@@ -182,8 +181,8 @@ FROM usage_event
 
 INSERT_EVENT = """
 INSERT INTO usage_event (owner_id, event_id, ts_us, series_id, prompt_tokens, completion_tokens,
-                         total_tokens, cost_micros, priced, execution_us, billing_source, fingerprint)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         total_tokens, cost_micros, priced, execution_us, billing_source, fingerprint, price_source)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _ADD_EXCLUDED = """
@@ -547,11 +546,42 @@ WHERE owner_id = :owner_id
 
 RECENT_EVENTS = """
 SELECT event_id, ts_us, prompt_tokens, completion_tokens, total_tokens,
-       cost_micros, priced, execution_us, billing_source
+       cost_micros, priced, execution_us, billing_source, price_source
 FROM usage_event
 WHERE (owner_id, series_id) IN (SELECT owner_id, id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id)
 ORDER BY ts_us DESC, id DESC
 LIMIT :limit
+"""
+
+# --- repricing (usage-server reprice) -------------------------------------------------------------
+
+REPRICE_SERIES = """
+SELECT usage_series.id, usage_series.owner_id, usage_series.config_id, usage_series.model_id, usage_series.provider
+FROM usage_series
+JOIN owner ON owner.id = usage_series.owner_id
+WHERE :owner IS NULL OR owner.name = :owner
+ORDER BY usage_series.owner_id, usage_series.id
+"""
+
+# A page of a series' events that carried no cost (price_source 1: sent), in (time, id) order
+# from (:after_ts, :after_id) exclusive: one range of the (owner, series, time) index.
+REPRICE_EVENTS = """
+SELECT id, event_id, ts_us, prompt_tokens, completion_tokens, cost_micros, priced, billing_source, price_source
+FROM usage_event
+WHERE owner_id = :owner_id
+  AND series_id = :series_id
+  AND ts_us >= :after_ts
+  AND (ts_us, id) > (:after_ts, :after_id)
+  AND price_source <> 1
+ORDER BY ts_us, id
+LIMIT :limit
+"""
+
+REPRICE_EVENT = """
+UPDATE usage_event
+SET cost_micros = ?, priced = ?, price_source = ?
+WHERE owner_id = ?
+  AND event_id = ?
 """
 
 # --- operations --------------------------------------------------------------------------------
@@ -578,13 +608,14 @@ COPIED_TABLES = {
     "owner": (1, ("id",), ("id", "name", "created_at")),
     "api_key": (1, ("rowid",), ("id", "owner_id", "name", "key_hash", "scopes", "created_at", "revoked_at")),
     "model": (1, ("model_id",), ("model_id", "provider", "display_name", "prompt_micros_per_mtok",
-                                 "completion_micros_per_mtok")),
+                                 "completion_micros_per_mtok", "cache_read_micros_per_mtok",
+                                 "cache_write_micros_per_mtok")),
     "model_config": (2, ("owner_id", "id"), ("owner_id", "id", "display_name", "model_id", "provider", "model_name",
                                             "provider_key_id", "settings", "created_at", "updated_at")),
     "usage_series": (1, ("id",), ("id", "owner_id", "config_id", "model_id", "provider", "model_name")),
     "usage_event": (1, ("id",), ("id", "owner_id", "event_id", "ts_us", "series_id", "prompt_tokens",
                                  "completion_tokens", "total_tokens", "cost_micros", "priced", "execution_us",
-                                 "billing_source", "fingerprint")),
+                                 "billing_source", "fingerprint", "price_source")),
 }
 
 COPIED_TABLES.update({  # budgets, their alerts and the webhook outbox, after the rows they refer to
@@ -629,7 +660,7 @@ FROM {_table}
 WHERE ({_key}) >= ({_marks(_width)})
   AND ({_key}) <= ({_marks(_width)})
 """
-    # The source's row wins: only a default catalogue price is ever replaced (see copying.py).
+    # The source's row wins (the check found the target's rows identical, see copying.py).
     # Usage rows are never replaced (the check found them identical): any key they hit skips them.
     COPY_ROWS[_table] = f"""
 INSERT INTO {_table} ({_listed})

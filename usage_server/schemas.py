@@ -383,6 +383,10 @@ class RecentUsageSchema(Answer):
     total_tokens = fields.Integer(data_key="totalTokens", required=True)
     billing_source = fields.String(data_key="billingSource", validate=validate.OneOf(("platform", "user")))
     priced = fields.Boolean(metadata={"description": "false when no cost was given and no catalogue price applied"})
+    price_source = fields.String(
+        data_key="priceSource", required=True, validate=validate.OneOf(("sent", "override", "catalogue", "none")),
+        metadata={"description": "where the cost comes from: sent with the event, the operator's price "
+                                 "(import-prices), the genai-prices catalogue at the event's time, or none (unpriced, $0)"})
 
 
 class ConfigRefSchema(Answer):

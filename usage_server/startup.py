@@ -1,13 +1,11 @@
 """Start-up work on the database, done by every server worker and every CLI command before
-it uses it: the schema brought to this release's version, the default price catalogue on a
-new database, and (for a server) the local rollups FAST_TIMEZONES asks for. Idempotent, so
+it uses it: the schema brought to this release's version and (for a server) the local rollups FAST_TIMEZONES asks for. Idempotent, so
 all workers may run it at once; storage does the upgrade, the services here the data."""
 import os
 from datetime import datetime, timezone
 
 from . import storage
 from .ingest import rebuild_rollups, register_local_offsets
-from .pricing import load_default_catalogue
 from .timeranges import zone_day_offsets
 
 LOCAL_YEARS_AHEAD = 5  # FAST_TIMEZONES: offsets in use from 1970 to this many years from now
@@ -21,8 +19,7 @@ def wanted_local_offsets(config) -> set[int]:
 
 
 def prepare_database(app, create: bool = True, serve: bool = True) -> storage.Upgrade:
-    """Upgrade the schema (refusing one from a newer release) and fill the catalogue of a new
-    database; without `create`, a missing database is an error. A server (`serve`) also
+    """Upgrade the schema (refusing one from a newer release); without `create`, a missing database is an error. A server (`serve`) also
     keeps the local rollups of its FAST_TIMEZONES; a command, whose environment may lack
     the setting, leaves them as the server made them."""
     database = app.config["DATABASE"]
@@ -35,7 +32,6 @@ def prepare_database(app, create: bool = True, serve: bool = True) -> storage.Up
         os.makedirs(app.instance_path, exist_ok=True)
     with storage.start_up_connection(app.config, create) as conn:
         upgrade = storage.migrate(conn, rebuild_rollups)
-        load_default_catalogue(conn)
         if serve:
             register_local_offsets(conn, wanted_local_offsets(app.config))
     return upgrade
