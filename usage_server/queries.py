@@ -312,8 +312,7 @@ CLEAR_QUARTERS_SINCE = """
 DELETE FROM rollup_quarter
 WHERE slot_start >= :horizon
 """
-REBUILD_QUARTERS_SINCE = _REBUILD_ROLLUP.format(table="rollup_quarter").replace(
-    "FROM usage_event\n", "FROM usage_event\nWHERE ts_us >= :horizon_us\n")
+REBUILD_QUARTERS_SINCE = _REBUILD_ROLLUP.format(table="rollup_quarter", events="ts_us >= :horizon_us")
 CLEAR_QUARTERS_BEFORE = """
 DELETE FROM rollup_quarter
 WHERE slot_start < :horizon
@@ -390,11 +389,10 @@ WHERE owner_id = :owner_id
   AND slot_start < :hi
 """
 CLEAR_OWNER_RANGE = {grain: f"DELETE FROM {table}" + _OWNER_RANGE for grain, table in ROLLUP_TABLES.items()}
-REBUILD_OWNER_QUARTERS = _REBUILD_ROLLUP.format(table="rollup_quarter").replace("FROM usage_event\n", """FROM usage_event
-WHERE (owner_id, series_id) IN (SELECT owner_id, id FROM usage_series WHERE owner_id = :owner_id)
+REBUILD_OWNER_QUARTERS = _REBUILD_ROLLUP.format(table="rollup_quarter", events="""\
+(owner_id, series_id) IN (SELECT owner_id, id FROM usage_series WHERE owner_id = :owner_id)
   AND ts_us >= :since * 1000000
-  AND ts_us < :hi * 1000000
-""")
+  AND ts_us < :hi * 1000000""")
 OWNER_RANGE_FROM_QUARTERS = {grain: _ROLLUP_FROM_QUARTERS.format(table=table).replace(
     "FROM rollup_quarter\n", "FROM rollup_quarter" + _OWNER_RANGE) for grain, table in ROLLUP_TABLES.items()}
 # The owner rollups (no series) of one owner's range, from its series rollups just rebuilt.
