@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS usage_event (
     execution_us       INTEGER,
     billing_source     TEXT NOT NULL CHECK (billing_source IN ('platform', 'user')),
     fingerprint        INTEGER NOT NULL,        -- hash of the payload, to report conflicts
+    cached_prompt_tokens INTEGER NOT NULL DEFAULT 0, -- of prompt_tokens: read from the prompt cache
+    cache_write_tokens   INTEGER NOT NULL DEFAULT 0, -- of prompt_tokens: written to the prompt cache
+    reasoning_tokens     INTEGER NOT NULL DEFAULT 0, -- of completion_tokens
     UNIQUE (owner_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS usage_event_series_ts ON usage_event (series_id, ts_us);
@@ -88,6 +91,9 @@ CREATE TABLE IF NOT EXISTS rollup_quarter (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0, -- for the cache hit rate: cached ÷ prompt
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -101,6 +107,9 @@ CREATE TABLE IF NOT EXISTS rollup_hour (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -115,6 +124,9 @@ CREATE TABLE IF NOT EXISTS rollup_week (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -128,6 +140,9 @@ CREATE TABLE IF NOT EXISTS rollup_day (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -154,6 +169,9 @@ CREATE TABLE IF NOT EXISTS rollup_local_day (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -168,6 +186,9 @@ CREATE TABLE IF NOT EXISTS rollup_local_week (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -182,6 +203,9 @@ CREATE TABLE IF NOT EXISTS rollup_local_hour (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
 ) WITHOUT ROWID;
 

@@ -224,6 +224,9 @@ def details_json(config, rows) -> dict:
             "totalTokens": row["total_tokens"],
             "billingSource": row["billing_source"],
             "priced": bool(row["priced"]),
+            "cachedPromptTokens": row["cached_prompt_tokens"],
+            "cacheWriteTokens": row["cache_write_tokens"],
+            "reasoningTokens": row["reasoning_tokens"],
         }
         for row in rows
     ]
