@@ -252,3 +252,17 @@ def test_the_step_fills_the_rollups_of_the_events_a_database_holds(engine, datab
         conn.close()
     client = app.test_client()
     assert [client.get(f"/v1/model-usage?{query}", headers=bearer(key)).get_json() for query in queries] == before
+
+
+# --- the API description --------------------------------------------------------------------------
+
+
+def test_the_openapi_description_shows_the_details_in_and_out(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    for name in DETAILS:
+        assert {key: schemas["Event"]["properties"][name][key] for key in ("type", "minimum", "maximum", "default")} == {
+            "type": "integer", "minimum": 0, "maximum": 10**12, "default": 0}
+        assert schemas["RecentUsage"]["properties"][name]["type"] == "integer"
+    assert {"cachedPromptTokens", "reasoningTokens", "promptTokens"} <= set(schemas["UsageSummary"]["properties"])
+    assert {"cachedPromptTokens", "promptTokens"} <= set(schemas["ModelUsage"]["properties"])
+    assert "cachedPromptTokens ÷ promptTokens" in schemas["UsageSummary"]["properties"]["promptTokens"]["description"]
