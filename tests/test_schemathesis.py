@@ -5,7 +5,8 @@ to schemathesis as the spec's bearer scheme, so it also tries requests without i
 few model configurations, so that generated writes can succeed. The spec states every
 rule it can; `fit_positive` teaches the generator the few it can only state in words
 (configurations must exist, startDate before endDate, the bucket limit, month lengths,
-the span of instants once an offset is applied, no NUL character in any text), and only
+the span of instants once an offset is applied, no NUL character in any text, token details
+within the counts they detail), and only
 for the cases meant to be valid: invalid ones reach the server exactly as generated.
 """
 import secrets
@@ -132,6 +133,17 @@ def fit_positive(case) -> None:
             if isinstance(event, dict):
                 event["modelConfigId"] = CONFIG_IDS[index % len(CONFIG_IDS)]
                 event["timestamp"] = valid_instant(event["timestamp"])
+                fit_token_details(event)
+
+
+def fit_token_details(event: dict) -> None:
+    """Cached and cache-write tokens within promptTokens, reasoning tokens within completionTokens."""
+    room = {"cachedPromptTokens": event["promptTokens"], "reasoningTokens": event["completionTokens"]}
+    for name, limit in room.items():
+        if name in event:
+            event[name] = min(event[name], limit)
+    if "cacheWriteTokens" in event:
+        event["cacheWriteTokens"] = min(event["cacheWriteTokens"], event["promptTokens"] - event.get("cachedPromptTokens", 0))
 
 
 @schema.parametrize()
