@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS usage_event (
     execution_us       INTEGER,
     billing_source     TEXT NOT NULL CHECK (billing_source IN ('platform', 'user')),
     fingerprint        INTEGER NOT NULL,        -- hash of the payload, to report conflicts
+    cached_prompt_tokens INTEGER NOT NULL DEFAULT 0, -- of prompt_tokens: read from the prompt cache
+    cache_write_tokens   INTEGER NOT NULL DEFAULT 0, -- of prompt_tokens: written to the prompt cache
+    reasoning_tokens     INTEGER NOT NULL DEFAULT 0, -- of completion_tokens
     price_source       INTEGER NOT NULL DEFAULT 1 CHECK (price_source IN (0, 1, 2, 3)),  -- none, sent, override, catalogue
     UNIQUE (owner_id, event_id)
 );
@@ -92,6 +95,9 @@ CREATE TABLE IF NOT EXISTS rollup_quarter (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0, -- for the cache hit rate: cached ÷ prompt
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -105,6 +111,9 @@ CREATE TABLE IF NOT EXISTS rollup_hour (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -119,6 +128,9 @@ CREATE TABLE IF NOT EXISTS rollup_week (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -132,6 +144,9 @@ CREATE TABLE IF NOT EXISTS rollup_day (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -158,6 +173,9 @@ CREATE TABLE IF NOT EXISTS rollup_local_day (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -172,6 +190,9 @@ CREATE TABLE IF NOT EXISTS rollup_local_week (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -186,6 +207,9 @@ CREATE TABLE IF NOT EXISTS rollup_local_hour (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens         INTEGER NOT NULL DEFAULT 0,
+    cached_prompt_tokens  INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (owner_id, utc_offset, slot_start, series_id)
 ) WITHOUT ROWID;
 
@@ -202,6 +226,9 @@ CREATE TABLE IF NOT EXISTS rollup_owner_hour (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens    INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
     PRIMARY KEY (owner_id, slot_start)
 ) WITHOUT ROWID;
 
@@ -214,6 +241,9 @@ CREATE TABLE IF NOT EXISTS rollup_owner_day (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens    INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
     PRIMARY KEY (owner_id, slot_start)
 ) WITHOUT ROWID;
 
@@ -226,6 +256,9 @@ CREATE TABLE IF NOT EXISTS rollup_owner_week (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens    INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
     PRIMARY KEY (owner_id, slot_start)
 ) WITHOUT ROWID;
 
@@ -242,7 +275,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     applied_at  TEXT NOT NULL
 );
 
--- Budgets, their threshold alerts and the webhook outbox (migration 0002_budgets).
+-- Budgets, their threshold alerts and the webhook outbox (migration 0004_budgets).
 CREATE TABLE IF NOT EXISTS budget (
     owner_id        INTEGER NOT NULL REFERENCES owner (id),
     id              TEXT NOT NULL,                  -- bud_ + random

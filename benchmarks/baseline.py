@@ -14,7 +14,8 @@ from usage_server.storage import Connection
 
 COVERING_INDEX = """
 CREATE INDEX IF NOT EXISTS baseline_owner_ts
-ON usage_event (owner_id, ts_us, series_id, billing_source, total_tokens, cost_micros, priced)
+ON usage_event (owner_id, ts_us, series_id, billing_source, total_tokens, cost_micros, priced, prompt_tokens,
+                cached_prompt_tokens, reasoning_tokens)
 """
 
 _IN_RANGE = """
@@ -48,7 +49,10 @@ SELECT usage_series.model_id, usage_series.provider, usage_series.model_name,
        SUM(CASE WHEN usage_event.billing_source = 'user' THEN usage_event.total_tokens ELSE 0 END) AS user_tokens,
        SUM(CASE WHEN usage_event.billing_source = 'platform' THEN usage_event.cost_micros ELSE 0 END) AS platform_cost,
        SUM(CASE WHEN usage_event.billing_source = 'user' THEN usage_event.cost_micros ELSE 0 END) AS user_cost,
-       SUM(1 - usage_event.priced) AS unpriced
+       SUM(1 - usage_event.priced) AS unpriced,
+       SUM(usage_event.prompt_tokens) AS prompt_tokens,
+       SUM(usage_event.cached_prompt_tokens) AS cached_prompt_tokens,
+       SUM(usage_event.reasoning_tokens) AS reasoning_tokens
 """ + _IN_RANGE + """
 GROUP BY usage_series.model_id, usage_series.provider, usage_series.model_name
 """
@@ -83,14 +87,20 @@ def usage(conn: Connection, engine: str, owner_id: int, start: date, end: date, 
     points = {label: (0, 0, 0) for label in labels(start, end, granularity)}
     for bucket, requests, tokens, cost in conn.execute(BUCKETS[engine], params):
         points[bucket] = (requests, tokens, cost)
-    models, sums = {}, dict.fromkeys(("requests", "platform_tokens", "user_tokens", "platform_cost", "user_cost"), 0)
+    sums = dict.fromkeys(("requests", "platform_tokens", "user_tokens", "platform_cost", "user_cost", "unpriced",
+                          "prompt_tokens", "cached_prompt_tokens", "reasoning_tokens"), 0)
+    models = {}
     for row in conn.execute(MODELS, params):
-        model_id, provider, model_name, requests, platform_tokens, user_tokens, platform_cost, user_cost, unpriced = row
+        model_id, provider, model_name, requests, platform_tokens, user_tokens, platform_cost, user_cost, unpriced, \
+            prompt_tokens, cached_prompt_tokens, _ = row
         for name, value in zip(sums, row[3:]):
             sums[name] += value
-        entry = models.setdefault(model_id, {"requests": 0, "unpriced": 0, "tokens": 0, "cost": 0, "names": {}})
+        entry = models.setdefault(model_id, {"requests": 0, "unpriced": 0, "tokens": 0, "cost": 0, "prompt": 0,
+                                             "cached": 0, "names": {}})
         entry["requests"] += requests
         entry["unpriced"] += unpriced
+        entry["prompt"] += prompt_tokens
+        entry["cached"] += cached_prompt_tokens
         entry["tokens"] += platform_tokens + user_tokens
         entry["cost"] += platform_cost + user_cost
         entry["names"][(provider, model_name)] = entry["names"].get((provider, model_name), 0) + requests
@@ -101,9 +111,10 @@ def usage(conn: Connection, engine: str, owner_id: int, start: date, end: date, 
             "avgCostPerRequest": avg_cost(entry["cost"], entry["requests"]), "modelId": model_id, "provider": provider,
             "requestCount": entry["requests"], "totalCost": micros_to_usd(entry["cost"]),
             "totalTokens": entry["tokens"], "modelName": model_name, "unpricedRequests": entry["unpriced"],
+            "cachedPromptTokens": entry["cached"], "promptTokens": entry["prompt"],
         }
     return {
-        "summary": summary({None: {**sums, "unpriced": 0}})[0],  # the server's JSON shape of the same sums
+        "summary": summary({None: sums})[0],  # the server's JSON shape of the same sums
         "usageByModel": by_model,
         "timeSeries": [{"cost": micros_to_usd(cost), "date": label, "requests": requests, "tokens": tokens}
                        for label, (requests, tokens, cost) in points.items()],

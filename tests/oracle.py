@@ -108,17 +108,21 @@ def local_slot(ts_us: int, offset: int, table: str) -> int:
 
 def summed_rows(events, slots) -> list[tuple]:
     """Stored events (owner_id, ts_us, series_id, total_tokens, cost_micros, priced,
-    billing_source) summed as a rollup keeps them: (owner_id, *slot, series_id, requests,
-    unpriced, platform_tokens, user_tokens, platform_cost, user_cost) for every slot in
-    `slots(ts_us)`, sorted."""
-    sums = defaultdict(lambda: [0] * 6)
-    for owner_id, ts_us, series_id, tokens, cost, priced, source in events:
+    billing_source, prompt_tokens, cached_prompt_tokens, reasoning_tokens) summed as a rollup
+    keeps them: (owner_id, *slot, series_id, requests, unpriced, platform_tokens, user_tokens,
+    platform_cost, user_cost, prompt_tokens, cached_prompt_tokens, reasoning_tokens) for every
+    slot in `slots(ts_us)`, sorted."""
+    sums = defaultdict(lambda: [0] * 9)
+    for owner_id, ts_us, series_id, tokens, cost, priced, source, prompt, cached, reasoning in events:
         for slot in slots(ts_us):
             entry = sums[(owner_id, *slot, series_id)]
             entry[0] += 1
             entry[1] += 1 - priced
             entry[2 if source == "platform" else 3] += tokens
             entry[4 if source == "platform" else 5] += cost
+            entry[6] += prompt
+            entry[7] += cached
+            entry[8] += reasoning
     return sorted(key + tuple(values) for key, values in sums.items())
 
 
@@ -152,7 +156,7 @@ def expected_usage(events, configs, prices, start, end, granularity="day", zone_
     """events: dicts as sent to the API; configs: id -> {modelId, provider, modelName}."""
     zone = ZoneInfo(zone_name)
     series = {label: [0, 0, 0] for label in all_labels(start, end, granularity, zone_name)}
-    models = defaultdict(lambda: {"requests": 0, "unpriced": 0, "tokens": 0, "cost": 0})
+    models = defaultdict(lambda: {"requests": 0, "unpriced": 0, "tokens": 0, "cost": 0, "prompt": 0, "cached": 0})
     names = {}
     totals = defaultdict(int)
     seen = set()
@@ -180,12 +184,17 @@ def expected_usage(events, configs, prices, start, end, granularity="day", zone_
         model["unpriced"] += not priced
         model["tokens"] += tokens
         model["cost"] += cost
+        model["prompt"] += event["promptTokens"]
+        model["cached"] += event.get("cachedPromptTokens", 0)
         names[config["modelId"]] = (config["provider"], config["modelName"])
         source = event.get("billingSource", "platform")
         totals["requests"] += 1
         totals["unpriced"] += not priced
         totals[f"{source}_tokens"] += tokens
         totals[f"{source}_cost"] += cost
+        totals["prompt"] += event["promptTokens"]
+        totals["cached"] += event.get("cachedPromptTokens", 0)
+        totals["reasoning"] += event.get("reasoningTokens", 0)
     by_model = {}
     for model_id, model in sorted(models.items(), key=lambda item: (-item[1]["cost"], -item[1]["requests"], item[0])):
         average = (Decimal(model["cost"]) / 10**6 / model["requests"]).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
@@ -198,6 +207,8 @@ def expected_usage(events, configs, prices, start, end, granularity="day", zone_
             "totalTokens": model["tokens"],
             "modelName": names[model_id][1],
             "unpricedRequests": model["unpriced"],
+            "cachedPromptTokens": model["cached"],
+            "promptTokens": model["prompt"],
         }
     return {
         "summary": {
@@ -208,6 +219,9 @@ def expected_usage(events, configs, prices, start, end, granularity="day", zone_
             "platformTokens": totals["platform_tokens"],
             "userCost": usd(totals["user_cost"]),
             "userTokens": totals["user_tokens"],
+            "cachedPromptTokens": totals["cached"],
+            "reasoningTokens": totals["reasoning"],
+            "promptTokens": totals["prompt"],
         },
         "usageByModel": by_model,
         "timeSeries": [

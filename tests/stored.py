@@ -3,8 +3,10 @@ as plain tuples, sorted in Python (so no answer leans on an engine's collation).
 from oracle import LOCAL_TABLES, OWNER_TABLES
 from usage_server.storage import connect
 
-EVENT_ROWS = "SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source FROM usage_event"
-TOTALS = "requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost"
+EVENT_ROWS = ("SELECT owner_id, ts_us, series_id, total_tokens, cost_micros, priced, billing_source, prompt_tokens, "
+              "cached_prompt_tokens, reasoning_tokens FROM usage_event")
+TOTALS = ("requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost, prompt_tokens, "
+          "cached_prompt_tokens, reasoning_tokens")
 
 
 def inspection_config(database: str) -> dict:

@@ -83,13 +83,15 @@ ROLLUPS = {"rollup_week": (604_800, 3 * 86_400), "rollup_day": (86_400, 0), "rol
            "rollup_quarter": (900, 0)}
 LOCAL_ROLLUPS = {"rollup_local_day": ROLLUPS["rollup_day"], "rollup_local_week": ROLLUPS["rollup_week"],
                  "rollup_local_hour": ROLLUPS["rollup_hour"]}
-SUMS = "requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost"
+SUMS = ("requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost, prompt_tokens, "
+        "cached_prompt_tokens, reasoning_tokens")
 REBUILT = """
 SELECT owner_id, ts_us / 1000000 - (ts_us / 1000000 + :phase) % :grain AS slot, series_id, COUNT(*), SUM(1 - priced),
        SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END),
        SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END),
        SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END),
-       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END)
+       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END),
+       SUM(prompt_tokens), SUM(cached_prompt_tokens), SUM(reasoning_tokens)
 FROM usage_event
 GROUP BY owner_id, slot, series_id
 ORDER BY owner_id, slot, series_id

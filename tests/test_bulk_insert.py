@@ -28,15 +28,16 @@ def conn(pg_app):
 
 
 def event_row(event_id: str, series_id: int, ts_us: int = 1_773_800_000_000_000) -> tuple:
-    return (OWNER, event_id, ts_us, series_id, 10, 5, 15, 100, 1, None, "platform", 7, 1)
+    return (OWNER, event_id, ts_us, series_id, 10, 5, 15, 100, 1, None, "platform", 7, 1, 4, 3, 2)
 
 
 def rollup_row(slot: int, series_id: int, requests: int) -> tuple:
-    return (OWNER, slot, series_id, requests, 0, 10 * requests, 0, 100 * requests, 0)
+    return (OWNER, slot, series_id, requests, 0, 10 * requests, 0, 100 * requests, 0, 8 * requests, 4 * requests, requests)
 
 
 def rollups(conn) -> dict:
-    rows = conn.execute("SELECT slot_start, requests, platform_tokens, platform_cost FROM rollup_hour ORDER BY slot_start")
+    rows = conn.execute("SELECT slot_start, requests, platform_tokens, platform_cost, prompt_tokens, cached_prompt_tokens, "
+                        "reasoning_tokens FROM rollup_hour ORDER BY slot_start")
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
@@ -53,7 +54,9 @@ def test_rows_are_inserted_in_the_order_given(conn):
     given = ["e-5", "e-1", "e-9", "e-3", "e-7", "e-2"]  # neither sorted nor reverse-sorted
     with write_transaction(conn):
         conn.executemany(queries.INSERT_EVENT, [event_row(event_id, series_id) for event_id in given])
-    assert [row[0] for row in conn.execute("SELECT event_id FROM usage_event ORDER BY id")] == given
+    assert [tuple(row) for row in conn.execute("SELECT event_id, cached_prompt_tokens, cache_write_tokens, "
+                                               "reasoning_tokens FROM usage_event ORDER BY id")] == \
+        [(event_id, 4, 3, 2) for event_id in given]
 
 
 def test_rows_through_the_staging_table_keep_the_order_given(conn):
@@ -73,7 +76,7 @@ def test_upserts_add_to_existing_rows_and_calls_in_one_transaction_do_not_see_ea
         conn.executemany(queries.UPSERT_ROLLUP[3_600], [rollup_row(3_600, series_id, 3), rollup_row(7_200, series_id, 4)])
     with write_transaction(conn):
         conn.executemany(queries.UPSERT_ROLLUP[3_600], [rollup_row(0, series_id, 5)])
-    assert rollups(conn) == {0: (6, 60, 600), 3_600: (5, 50, 500), 7_200: (4, 40, 400)}
+    assert rollups(conn) == {0: (6, 60, 600, 48, 24, 6), 3_600: (5, 50, 500, 40, 20, 5), 7_200: (4, 40, 400, 32, 16, 4)}
 
 
 def test_rows_of_a_rolled_back_transaction_are_not_stored_later(conn):
@@ -84,7 +87,7 @@ def test_rows_of_a_rolled_back_transaction_are_not_stored_later(conn):
             1 / 0
     with write_transaction(conn):
         conn.executemany(queries.UPSERT_ROLLUP[3_600], [rollup_row(3_600, series_id, 2)])
-    assert rollups(conn) == {3_600: (2, 20, 200)}
+    assert rollups(conn) == {3_600: (2, 20, 200, 16, 8, 2)}
 
 
 def test_a_batch_is_stored_without_a_statement_per_row(pg_app, monkeypatch):
@@ -100,10 +103,12 @@ def test_a_batch_is_stored_without_a_statement_per_row(pg_app, monkeypatch):
     create_config(client, key, "cfg_a")
     monkeypatch.setattr(psycopg.Cursor, "executemany", refuse)
     events = [{"id": f"e{n}", "timestamp": f"2026-03-1{n % 8}T0{n % 10}:15:00Z", "modelConfigId": "cfg_a",
-               "promptTokens": 10 + n, "completionTokens": 5, "cost": 0.25} for n in range(40)]
+               "promptTokens": 10 + n, "completionTokens": 5, "cost": 0.25, "cachedPromptTokens": n % 7,
+               "reasoningTokens": n % 2} for n in range(40)]
     assert post_events(client, key, events)["accepted"] == 40
     response = client.get("/v1/model-usage?startDate=2026-03-10&endDate=2026-03-17", headers=bearer(key))
     tokens = sum(15 + n for n in range(40))
     assert response.get_json()["summary"] == {
         "totalCost": 10.0, "totalRequests": 40, "totalTokens": tokens, "platformCost": 10.0,
-        "platformTokens": tokens, "userCost": 0.0, "userTokens": 0}
+        "platformTokens": tokens, "userCost": 0.0, "userTokens": 0, "cachedPromptTokens": sum(n % 7 for n in range(40)),
+        "reasoningTokens": 20, "promptTokens": sum(10 + n for n in range(40))}

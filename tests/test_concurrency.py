@@ -36,6 +36,8 @@ def batch_template(rng: random.Random) -> list[dict]:
         config_id = rng.choice(sorted(CONFIGS))
         entry = {"modelConfigId": config_id, "promptTokens": rng.randint(0, 5000), "completionTokens": rng.randint(0, 2000),
                  "billingSource": rng.choice(["platform", "user"])}
+        entry["cachedPromptTokens"] = rng.randint(0, entry["promptTokens"])
+        entry["reasoningTokens"] = rng.randint(0, entry["completionTokens"])
         if config_id == "cfg_flat":
             entry["cost"] = rng.randint(1, 90_000) / 10**6
         template.append(entry)
@@ -54,13 +56,16 @@ def timestamp(rng: random.Random) -> str:
 
 def batch_totals(template: list[dict], prices: dict) -> dict:
     """The summary fields of one batch, in integers (micro-dollars for money)."""
-    totals = dict.fromkeys(("requests", "platformTokens", "userTokens", "platformCost", "userCost"), 0)
+    totals = dict.fromkeys(("requests", "platformTokens", "userTokens", "platformCost", "userCost", "promptTokens",
+                            "cachedPromptTokens", "reasoningTokens"), 0)
     for entry in template:
         cost, _ = event_cost_micros({**entry, "_model_id": CONFIGS[entry["modelConfigId"]]["modelId"]}, prices)
         source = entry["billingSource"]
         totals["requests"] += 1
         totals[f"{source}Tokens"] += entry["promptTokens"] + entry["completionTokens"]
         totals[f"{source}Cost"] += cost
+        for name in ("promptTokens", "cachedPromptTokens", "reasoningTokens"):
+            totals[name] += entry[name]
     return totals
 
 
@@ -160,6 +165,9 @@ def check_report(run, reader_id, body, per_batch, seen: int) -> int:
         "userTokens": summary["userTokens"],
         "platformCost": round(summary["platformCost"] * 10**6),
         "userCost": round(summary["userCost"] * 10**6),
+        "promptTokens": summary["promptTokens"],
+        "cachedPromptTokens": summary["cachedPromptTokens"],
+        "reasoningTokens": summary["reasoningTokens"],
     }
     if rest or observed != {name: whole * value for name, value in per_batch.items()}:
         run.problem(f"reader {reader_id} saw part of a batch: {observed}")

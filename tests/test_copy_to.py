@@ -64,13 +64,15 @@ def last_line(output):
 
 
 def acme_events():
-    """Events of every kind: catalogue-priced, sent costs, user-billed, around local midnights."""
+    """Events of every kind: catalogue-priced, sent costs, user-billed, with token details or
+    without, around local midnights."""
     start = FROZEN_NOW - timedelta(days=40)
     return [
         {"id": f"acme-{n:03d}", "timestamp": (start + timedelta(minutes=615 * n)).isoformat(),
          "modelConfigId": "cfg_gpt" if n % 3 else "cfg_private", "promptTokens": 100 + n, "completionTokens": n,
          **({"cost": n / 1000} if n % 4 == 0 else {}), **({"billingSource": "user"} if n % 5 == 0 else {}),
-         **({"executionTime": n / 7} if n % 2 else {})}
+         **({"executionTime": n / 7} if n % 2 else {}),
+         **({"cachedPromptTokens": n, "cacheWriteTokens": n % 7, "reasoningTokens": n // 2} if n % 3 != 1 else {})}
         for n in range(90)
     ]
 

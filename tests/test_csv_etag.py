@@ -19,7 +19,7 @@ CONFIGS = {  # two configs of one model, and a model without a catalogue price
 }
 CSV = {"Accept": "text/csv"}
 USAGE_HEADER = ("date,modelId,provider,modelName,requests,unpricedRequests,totalTokens,"
-                "platformTokens,userTokens,totalCost,platformCost,userCost")
+                "platformTokens,userTokens,totalCost,platformCost,userCost,promptTokens,cachedPromptTokens,reasoningTokens")
 
 
 def make_events(count=160, seed=7):
@@ -40,6 +40,10 @@ def make_events(count=160, seed=7):
         }
         if rng.random() < 0.4:  # an explicit cost, to the micro-dollar
             event["cost"] = rng.randrange(10**8) / 10**6
+        if rng.random() < 0.5:
+            event["cachedPromptTokens"] = rng.randrange(event["promptTokens"] + 1)
+        if rng.random() < 0.5:
+            event["reasoningTokens"] = rng.randrange(event["completionTokens"] + 1)
         events.append(event)
     return events
 
@@ -69,8 +73,9 @@ def expected_usage_csv(events, configs, start, end, granularity, zone, config_id
     whole = expected_usage(events, configs, PRICES, start, end, granularity, zone, config_id)
     model_of = {cid: configs[cid]["modelId"] for cid in configs}
 
-    def series(predicate):
-        chosen = [e for e in events if predicate(e)]
+    def series(predicate, tokens=None):
+        """The oracle's points of the events chosen; `tokens`: the field they count as their tokens."""
+        chosen = [e if tokens is None else {**e, "totalTokens": e.get(tokens, 0)} for e in events if predicate(e)]
         return expected_usage(chosen, configs, PRICES, start, end, granularity, zone, config_id)["timeSeries"]
 
     def unpriced(event):
@@ -85,15 +90,19 @@ def expected_usage_csv(events, configs, start, end, granularity, zone, config_id
             series(lambda e, f=of_model: f(e) and unpriced(e)),
             series(lambda e, f=of_model: f(e) and e["billingSource"] == "platform"),
             series(lambda e, f=of_model: f(e) and e["billingSource"] == "user"),
+            series(of_model, "promptTokens"),
+            series(of_model, "cachedPromptTokens"),
+            series(of_model, "reasoningTokens"),
         )
     for index, point in enumerate(whole["timeSeries"]):
         for model_id, model in whole["usageByModel"].items():
-            every, unpriced_only, platform, user = (s[index] for s in slices[model_id])
+            every, unpriced_only, platform, user, prompt, cached, reasoning = (s[index] for s in slices[model_id])
             platform_cost, user_cost = micros(platform["cost"]), micros(user["cost"])
             lines.append(",".join(map(str, [
                 point["date"], model_id, model["provider"], model["modelName"], every["requests"],
                 unpriced_only["requests"], every["tokens"], platform["tokens"], user["tokens"],
                 fixed6(platform_cost + user_cost), fixed6(platform_cost), fixed6(user_cost),
+                prompt["tokens"], cached["tokens"], reasoning["tokens"],
             ])))
     return "\r\n".join(lines) + "\r\n"
 
@@ -159,13 +168,13 @@ def test_amounts_are_exact_decimals(client, make_key, frozen_now):
          "cost": 999999.999999, "billingSource": "user", "executionTime": 0.000001},
     ])
     text = client.get("/v1/model-usage?period=yesterday&granularity=day", headers={**bearer(key), **CSV}).get_data(as_text=True)
-    assert text == USAGE_HEADER + "\r\n2026-03-17,gpt-4o,OpenAI,gpt 4o,1,0,1,0,1,999999.999999,0.000000,999999.999999\r\n"
+    assert text == USAGE_HEADER + "\r\n2026-03-17,gpt-4o,OpenAI,gpt 4o,1,0,1,0,1,999999.999999,0.000000,999999.999999,1,0,0\r\n"
     text = client.get("/v1/model-usage?period=today", headers={**bearer(key), **CSV}).get_data(as_text=True)
-    assert text == USAGE_HEADER + "\r\n2026-03-18,gpt-4o,OpenAI,gpt 4o,2,0,2,2,0,0.300000,0.300000,0.000000\r\n"
+    assert text == USAGE_HEADER + "\r\n2026-03-18,gpt-4o,OpenAI,gpt 4o,2,0,2,2,0,0.300000,0.300000,0.000000,2,0,0\r\n"
     text = client.get("/v1/model-usage/cfg_a?limit=1", headers={**bearer(key), **CSV}).get_data(as_text=True)
-    assert text.splitlines()[1] == "b,2026-03-18T02:00:00Z,cfg_a,1,0,1,0.200000,,platform,true,sent"
+    assert text.splitlines()[1] == "b,2026-03-18T02:00:00Z,cfg_a,1,0,1,0.200000,,platform,true,sent,0,0,0"
     text = client.get("/v1/model-usage/cfg_a", headers={**bearer(key), **CSV}).get_data(as_text=True)
-    assert text.splitlines()[3] == "c,2026-03-17T02:00:00Z,cfg_a,1,0,1,999999.999999,0.000001,user,true,sent"
+    assert text.splitlines()[3] == "c,2026-03-17T02:00:00Z,cfg_a,1,0,1,999999.999999,0.000001,user,true,sent,0,0,0"
 
 
 def test_empty_range_is_the_header_alone(client, seeded):
@@ -181,7 +190,8 @@ def test_details_csv_is_one_row_per_event_newest_first(client, seeded):
     response = client.get("/v1/model-usage/cfg_x?limit=7", headers={**bearer(key), **CSV})
     assert response.status_code == 200 and response.mimetype == "text/csv"
     assert response.headers["Content-Disposition"] == 'attachment; filename="model-usage_cfg_x_recent.csv"'
-    expected = ["id,timestamp,modelConfigId,promptTokens,completionTokens,totalTokens,estimatedCost,executionTime,billingSource,priced,priceSource"]
+    expected = ["id,timestamp,modelConfigId,promptTokens,completionTokens,totalTokens,estimatedCost,executionTime,billingSource,"
+                "priced,priceSource,cachedPromptTokens,cacheWriteTokens,reasoningTokens"]
     for event in mine[:7]:
         cost, priced = event_cost_micros({**event, "_model_id": "house-model"}, PRICES)
         expected.append(",".join(map(str, [
@@ -189,6 +199,7 @@ def test_details_csv_is_one_row_per_event_newest_first(client, seeded):
             event["promptTokens"] + event["completionTokens"], fixed6(cost), fixed6(micros(event["executionTime"])),
             event["billingSource"], "true" if priced else "false",
             "sent" if "cost" in event else "none",  # house-model is in no catalogue
+            event.get("cachedPromptTokens", 0), 0, event.get("reasoningTokens", 0),
         ])))
     assert response.get_data(as_text=True) == "\r\n".join(expected) + "\r\n"
     body = client.get("/v1/model-usage/cfg_x?limit=7", headers=bearer(key)).get_json()

@@ -9,7 +9,7 @@ import io
 import re
 import threading
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +22,8 @@ from playwright.sync_api import expect, sync_playwright
 from werkzeug.serving import make_server
 
 from conftest import FROZEN_NOW
-from seed.generator import seed_owner
+from oracle import expected_usage
+from seed.generator import DEMO_CONFIGS, seed_owner
 from usage_server import api, create_app
 from usage_server.auth import create_key
 from usage_server.storage import connect, write_transaction
@@ -190,6 +191,13 @@ def unpriced(model: dict) -> str:
     return f" {count(model['unpricedRequests'])} unpriced" if model["unpricedRequests"] else ""
 
 
+def hit_rate(usage: dict) -> str:
+    """Cached ÷ prompt tokens as a percentage with one decimal (toFixed), "–" without prompt tokens."""
+    if not usage["promptTokens"]:
+        return "–"
+    return f"{rounded(usage['cachedPromptTokens'] / usage['promptTokens'] * 100, 1)}%"
+
+
 def text(page, selector):
     return page.text_content(selector).strip()
 
@@ -210,6 +218,9 @@ def assert_shows(page, body):
     assert text(page, "#user-tokens") == count(summary["userTokens"])
     assert text(page, "#total-requests") == count(summary["totalRequests"])
     assert text(page, "#unpriced-requests") == count(body["meta"]["unpricedRequests"])
+    assert text(page, "#cache-hit-rate") == hit_rate(summary)
+    assert text(page, "#cached-tokens") == count(summary["cachedPromptTokens"])
+    assert text(page, "#prompt-tokens") == count(summary["promptTokens"])
     if summary["totalRequests"]:
         assert text(page, "#avg-cost") == average(summary["totalCost"] / summary["totalRequests"])
     assert page.eval_on_selector("#chart", "c => Number(c.dataset.points)") == len(body["timeSeries"])
@@ -220,7 +231,7 @@ def assert_shows(page, body):
         share = model["totalCost"] / summary["totalCost"] if summary["totalCost"] > 0 else 0
         name = model["modelName"] if model["modelName"] == model["modelId"] else f"{model['modelName']}\n{model['modelId']}"
         models.append([name, model["provider"], count(model["requestCount"]),
-                       count(model["totalTokens"]), average(model["avgCostPerRequest"]),
+                       count(model["totalTokens"]), hit_rate(model), average(model["avgCostPerRequest"]),
                        money(model["totalCost"]) + unpriced(model), f"{rounded(share * 100, 1)}%"])
     assert table(page, "#models-table") == models
     flagged = page.eval_on_selector_all("#models-table tbody tr.unpriced", "rows => rows.map(r => r.dataset.modelId)")
@@ -270,7 +281,7 @@ def test_numbers_equal_the_api_as_period_and_granularity_change(open_page, live)
     body = api_get(live, path).json()
     assert_shows(page, body)
     # different averages never read alike, and a model's unpriced requests are flagged on its row
-    averages = [row[4] for row in table(page, "#models-table")]
+    averages = [row[5] for row in table(page, "#models-table")]
     assert len(set(averages)) == len({model["avgCostPerRequest"] for model in body["usageByModel"].values()}) > 10
     tone = body["usageByModel"]["ft:gpt-4o-mini:acme:tone"]
     assert tone["totalCost"] == 0 and tone["unpricedRequests"] == tone["requestCount"] > 0
@@ -375,7 +386,8 @@ def test_models_sort_by_each_column(open_page, live):
 
     assert shown_ids() == [m["modelId"] for m in models]  # the API's order: cost, descending
     by_id = {m["modelId"]: m for m in models}
-    for key, first in [("requestCount", "descending"), ("totalTokens", "descending"), ("avgCostPerRequest", "descending"),
+    for key, first in [("requestCount", "descending"), ("totalTokens", "descending"), ("cacheHitRate", "descending"),
+                       ("avgCostPerRequest", "descending"),
                        ("totalCost", "descending"), ("share", "descending"), ("provider", "ascending"),
                        ("modelName", "ascending")]:
         header = page.locator(f"#models-table th[data-key='{key}']")
@@ -385,7 +397,8 @@ def test_models_sort_by_each_column(open_page, live):
             shown = shown_ids()
             assert sorted(shown) == sorted(by_id)
             field = "totalCost" if key == "share" else key
-            values = [by_id[model_id][field] for model_id in shown]
+            values = [by_id[model_id][field] for model_id in shown] if key != "cacheHitRate" else [
+                by_id[model_id]["cachedPromptTokens"] / by_id[model_id]["promptTokens"] for model_id in shown]
             if isinstance(values[0], str):
                 values = [value.casefold() for value in values]
             assert values == sorted(values, reverse=direction == "descending")
@@ -494,6 +507,33 @@ def test_refresh_asks_with_the_etag_and_shows_new_usage(open_page, own_live):
     assert changed.value.status == 200
     expect(page.locator("#total-requests")).to_have_text(count(after["summary"]["totalRequests"]))
     assert_shows(page, after)
+
+
+def test_cache_hit_rates_are_the_oracle_overall_and_per_model(open_page, own_live):
+    """Events with cached prompt tokens on a day the seeded data leaves empty: the card and each
+    model's row show cached ÷ prompt tokens as the independent oracle sums them."""
+    events = []
+    for number, (config_id, prompt, cached, written) in enumerate([
+            ("cfg_summarizer", 4000, 3000, 500), ("cfg_summarizer", 1000, 0, 1000), ("cfg_summarizer", 2100, 2100, 0),
+            ("cfg_support_chat", 900, 128, 0), ("cfg_support_chat", 1100, 0, 0), ("cfg_planner", 0, 0, 0)]):
+        events.append({"id": f"cache-{number}", "timestamp": f"2025-12-02T{10 + number:02d}:00:00Z",
+                       "modelConfigId": config_id, "promptTokens": prompt, "completionTokens": 100,
+                       "cachedPromptTokens": cached, "cacheWriteTokens": written, "reasoningTokens": number * 10})
+    stored = requests.post(own_live.url + "/v1/model-usage/events", json={"events": events},
+                           headers={"Authorization": f"Bearer {own_live.write_key}"}, timeout=120)
+    assert stored.json()["accepted"] == len(events)
+    configs = {config.id: {"modelId": config.model_id, "provider": config.provider, "modelName": config.model_id}
+               for config in DEMO_CONFIGS}
+    expected = expected_usage(events, configs, {}, date(2025, 12, 2), date(2025, 12, 2))
+    page = open_page(server=own_live)
+    enter_key(page, own_live.key)
+    wait_loaded(page)
+    choose_range(page, "2025-12-02", "2025-12-02")
+    assert text(page, "#cache-hit-rate") == hit_rate(expected["summary"]) == "57.5%"  # 5,228 of 9,100
+    assert (text(page, "#cached-tokens"), text(page, "#prompt-tokens")) == ("5,228", "9,100")
+    rows = {row[0].split("\n")[-1]: row[4] for row in table(page, "#models-table")}
+    assert rows == {model_id: hit_rate(model) for model_id, model in expected["usageByModel"].items()}
+    assert rows == {"claude-haiku-4-5": "71.8%", "gpt-4o-mini": "6.4%", "o4-mini": "–"}
 
 
 OUTSIDE_THE_SCREEN = """() => {

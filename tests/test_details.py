@@ -36,11 +36,12 @@ def test_answer_has_the_config_and_every_event_field_exactly(client, make_key, e
     events = [
         # a catalogue price: micro-dollars rounded half up (3 * 0.15 + 1 * 0.6 = 1.05 -> 1)
         {"id": "priced", "timestamp": "2026-03-02T09:15:00+05:30", "modelConfigId": "cfg_a",
-         "promptTokens": 3, "completionTokens": 1, "executionTime": 1.25},
+         "promptTokens": 3, "completionTokens": 1, "executionTime": 1.25, "cacheWriteTokens": 2},
         # a cost sent: rounded half even to micro-dollars; executionTime to microseconds
         {"id": "sent", "timestamp": "2026-03-01T22:00:00.5-08:00", "modelConfigId": "cfg_a",
          "promptTokens": 150, "completionTokens": 350, "totalTokens": 512, "cost": 0.0420005,
-         "executionTime": 1234.5678905, "billingSource": "user"},
+         "executionTime": 1234.5678905, "billingSource": "user",
+         "cachedPromptTokens": 100, "cacheWriteTokens": 50, "reasoningTokens": 350},
         {"id": "plain", "timestamp": "2026-03-02T03:00:00", "modelConfigId": "cfg_a",
          "promptTokens": 0, "completionTokens": 0, "cost": 0, "executionTime": 0.000001},
         {"id": "untimed", "timestamp": "2026-03-01T18:00:00+05:45", "modelConfigId": "cfg_a",
@@ -59,16 +60,18 @@ def test_answer_has_the_config_and_every_event_field_exactly(client, make_key, e
              "estimatedCost": float(Decimal("0.0420005").quantize(micro, ROUND_HALF_EVEN)),
              "executionTime": float(Decimal("1234.5678905").quantize(micro, ROUND_HALF_EVEN)),
              "promptTokens": 150, "totalTokens": 512, "billingSource": "user", "priced": True,
-             "priceSource": "sent"},
+             "priceSource": "sent", "cachedPromptTokens": 100, "cacheWriteTokens": 50, "reasoningTokens": 350},
             {"id": "priced", "timestamp": "2026-03-02T03:45:00Z", "completionTokens": 1,
              "estimatedCost": catalogue(3, 1), "executionTime": 1.25, "promptTokens": 3, "totalTokens": 4,
-             "billingSource": "platform", "priced": True, "priceSource": "catalogue"},
+             "billingSource": "platform", "priced": True, "priceSource": "catalogue",
+             "cachedPromptTokens": 0, "cacheWriteTokens": 2, "reasoningTokens": 0},
             {"id": "plain", "timestamp": "2026-03-02T03:00:00Z", "completionTokens": 0, "estimatedCost": 0.0,
              "executionTime": 0.000001, "promptTokens": 0, "totalTokens": 0, "billingSource": "platform", "priced": True,
-             "priceSource": "sent"},
+             "priceSource": "sent", "cachedPromptTokens": 0, "cacheWriteTokens": 0, "reasoningTokens": 0},
             {"id": "untimed", "timestamp": "2026-03-01T12:15:00Z", "completionTokens": 2,
              "estimatedCost": catalogue(10, 2), "executionTime": None, "promptTokens": 10, "totalTokens": 12,
-             "billingSource": "platform", "priced": True, "priceSource": "catalogue"},
+             "billingSource": "platform", "priced": True, "priceSource": "catalogue",
+             "cachedPromptTokens": 0, "cacheWriteTokens": 0, "reasoningTokens": 0},
         ],
     }
 

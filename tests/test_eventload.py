@@ -21,7 +21,8 @@ ODD_VALUES = st.one_of(
     st.lists(st.integers(), max_size=1), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
 )
 FIELDS = st.sampled_from(["id", "timestamp", "modelConfigId", "promptTokens", "completionTokens", "totalTokens",
-                          "cost", "executionTime", "billingSource", "extra"])
+                          "cost", "executionTime", "billingSource", "cachedPromptTokens", "cacheWriteTokens",
+                          "reasoningTokens", "extra"])
 
 
 def schema_events(document):
@@ -62,8 +63,19 @@ NUMBERS = (0, 0.0, Decimal("0"), 1, 1.0, Decimal("1.5"), -1, -1.0, Decimal("-0.0
            2**63 - 1, 2**63, 2**64, True, False, "1", [1], {"n": 1}, Decimal("NaN"), Decimal("Infinity"),
            float("nan"), float("inf"))
 EDGES = [
-    *[one_event(**{field: value}) for field in ("promptTokens", "completionTokens", "totalTokens")
+    *[one_event(**{field: value}) for field in ("promptTokens", "completionTokens", "totalTokens", "cachedPromptTokens",
+                                                "cacheWriteTokens", "reasoningTokens")
       for value in (*NUMBERS, MAX_TOKENS, MAX_TOKENS + 1, float(MAX_TOKENS), Decimal(MAX_TOKENS))],
+    # the details within their counts (VALID: 10 prompt, 5 completion tokens), at and past the edge
+    *[one_event(**details) for details in ({"cachedPromptTokens": 10}, {"cachedPromptTokens": 11},
+                                           {"cacheWriteTokens": 10}, {"cacheWriteTokens": 11},
+                                           {"cachedPromptTokens": 4, "cacheWriteTokens": 6},
+                                           {"cachedPromptTokens": 4, "cacheWriteTokens": 7},
+                                           {"reasoningTokens": 5}, {"reasoningTokens": 6},
+                                           {"cachedPromptTokens": 11, "reasoningTokens": 6},
+                                           {"promptTokens": MAX_TOKENS, "cachedPromptTokens": MAX_TOKENS,
+                                            "cacheWriteTokens": 1})],
+    {"events": [dict(VALID, cachedPromptTokens=None)]}, {"events": [dict(VALID, reasoningTokens=None)]},
     *[one_event(cost=value) for value in (*NUMBERS, MAX_COST_USD, Decimal(MAX_COST_USD) + Decimal("0.000001"))],
     *[one_event(executionTime=value) for value in (*NUMBERS, MAX_EXECUTION_SECONDS, MAX_EXECUTION_SECONDS + 1)],
     {"events": [dict(VALID, cost=None)]}, {"events": [dict(VALID, executionTime=None)]},
@@ -101,7 +113,8 @@ def test_fast_path_agrees_with_the_schema(document):
 
 def test_plain_batches_take_the_fast_path():
     document = {"events": [VALID, dict(VALID, id="evt-2", cost=Decimal("0.25"), executionTime=1, totalTokens=20,
-                                       billingSource="user")]}
+                                       billingSource="user", cachedPromptTokens=6, cacheWriteTokens=4,
+                                       reasoningTokens=5)]}
     assert fast_events(document) == schema_events(document) is not None
     for odd in ({"events": []}, {"events": [VALID] * 1001}, {"events": [VALID], "more": 1}, {"events": [dict(VALID, cost=None)]}):
         assert fast_events(odd) is None

@@ -87,6 +87,18 @@ EDGES = [  # instants on UTC and local day edges, each written in every offset b
 ]
 
 
+def token_details(rng: random.Random, prompt: int, completion: int) -> dict:
+    """Some, all or none of the optional token details (explicit zeros too), each within its count."""
+    details = {}
+    if rng.random() < 0.5:
+        details["cachedPromptTokens"] = rng.choice([0, prompt, rng.randrange(0, prompt + 1)])
+    if rng.random() < 0.3:
+        details["cacheWriteTokens"] = rng.randrange(0, prompt - details.get("cachedPromptTokens", 0) + 1)
+    if rng.random() < 0.4:
+        details["reasoningTokens"] = rng.choice([0, completion, rng.randrange(0, completion + 1)])
+    return details
+
+
 def oracle_events(rng: random.Random, count: int) -> list[dict]:
     start = datetime(2026, 2, 20, tzinfo=UTC)
     span = int((FROZEN_NOW - start).total_seconds() * 1_000_000)
@@ -106,6 +118,7 @@ def oracle_events(rng: random.Random, count: int) -> list[dict]:
             item["billingSource"] = rng.choice(("platform", "user"))
         if rng.random() < 0.5:
             item["executionTime"] = rng.randrange(0, 10**7) / 1000
+        item.update(token_details(rng, item["promptTokens"], item["completionTokens"]))
         events.append(item)
     return events
 
@@ -188,6 +201,9 @@ def test_details_read_back_every_event_exactly(ingested, config_id):
             "billingSource": item.get("billingSource", "platform"),
             "priced": priced,
             "priceSource": "sent" if item.get("cost") is not None else "catalogue" if priced else "none",
+            "cachedPromptTokens": item.get("cachedPromptTokens", 0),
+            "cacheWriteTokens": item.get("cacheWriteTokens", 0),
+            "reasoningTokens": item.get("reasoningTokens", 0),
         })
     response = ingested.client.get(f"/v1/model-usage/{config_id}?limit=1000", headers=bearer(ingested.key))
     body = response.get_json()

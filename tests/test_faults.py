@@ -225,7 +225,8 @@ def fill_quarter_rollups(path, first: int, years: int) -> None:
     conn.execute("INSERT OR IGNORE INTO usage_series (id, owner_id, config_id, model_id, provider, model_name) "
                  "VALUES (1, 1, 'cfg_a', 'gpt-4o', 'OpenAI', 'GPT-4o')")
     conn.execute("WITH RECURSIVE slot(s) AS (SELECT ? UNION ALL SELECT s + 900 FROM slot WHERE s + 900 < ?) "
-                 "INSERT INTO rollup_quarter SELECT 1, s, 1, 1, 0, 10, 0, 5, 0 FROM slot", (lo, hi))
+                 "INSERT INTO rollup_quarter (owner_id, slot_start, series_id, requests, unpriced, platform_tokens, "
+                 "user_tokens, platform_cost, user_cost) SELECT 1, s, 1, 1, 0, 10, 0, 5, 0 FROM slot", (lo, hi))
     conn.execute("COMMIT")
     conn.close()
 

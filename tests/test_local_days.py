@@ -17,7 +17,7 @@ from seed.generator import seed_owner
 from stored import EVENT_ROWS, offsets, rows, run
 from stored import local_rollups as stored_local_rollups
 from usage_server import create_app
-from usage_server.storage import connect
+from usage_server.storage import connect, migrations
 
 FORK = multiprocessing.get_context("fork")
 NONE_STORED = ([], dict.fromkeys(LOCAL_TABLES, []))

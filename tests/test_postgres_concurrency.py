@@ -68,6 +68,8 @@ def race_event(number: int) -> dict:
     event = {"id": f"r{number}", "timestamp": instant.isoformat(), "modelConfigId": rng.choice(sorted(CONFIGS)),
              "promptTokens": rng.randrange(5000), "completionTokens": rng.randrange(2000),
              "billingSource": rng.choice(["platform", "user"])}
+    event["cachedPromptTokens"] = rng.randrange(event["promptTokens"] + 1)
+    event["reasoningTokens"] = rng.randrange(event["completionTokens"] + 1)
     if event["modelConfigId"] == "cfg_flat":
         event["cost"] = rng.randint(1, 90_000) / 10**6
     return event

@@ -74,6 +74,11 @@ def event(rng: random.Random, event_id: str, base: datetime, days: int = 40) -> 
         body["cost"] = rng.randrange(0, 500_000) / 10**6
     if rng.random() < 0.2:
         body["totalTokens"] = body["promptTokens"] + body["completionTokens"] + rng.randrange(0, 50)
+    if rng.random() < 0.5:
+        body["cachedPromptTokens"] = rng.randrange(0, body["promptTokens"] + 1)
+        body["cacheWriteTokens"] = rng.randrange(0, body["promptTokens"] - body["cachedPromptTokens"] + 1)
+    if rng.random() < 0.5:
+        body["reasoningTokens"] = rng.randrange(0, body["completionTokens"] + 1)
     return body
 
 
@@ -105,8 +110,10 @@ def test_after_api_ingestion_with_duplicates_and_conflicts(app, client, runner, 
 
     tables = assert_rollups_are_the_events(app, runner)
     assert rows(app.config["DATABASE"], "SELECT COUNT(*) FROM usage_event") == [(len(first) + 30 + 50,)]
+    for table_rows in tables.values():  # prompt, cached and reasoning tokens were summed in every table
+        assert all(sum(row[column] for row in table_rows) for column in (-3, -2, -1))
     for table, table_rows in tables.items():  # every table counts every stored event once (per offset)
-        assert sum(row[-6] for row in table_rows) == (len(first) + 30 + 50) * copies(table), table
+        assert sum(row[-9] for row in table_rows) == (len(first) + 30 + 50) * copies(table), table
 
 
 def test_after_seeding(app, runner):
@@ -200,4 +207,4 @@ def test_after_concurrent_ingestion(app, runner, writer, kind):
     tables = assert_rollups_are_the_events(app, runner)
     stored = writers * batches * 40 + batches * 10  # shared ids are stored once
     for table, table_rows in tables.items():
-        assert sum(row[-6] for row in table_rows) == stored * copies(table), table
+        assert sum(row[-9] for row in table_rows) == stored * copies(table), table

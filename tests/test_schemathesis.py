@@ -6,9 +6,9 @@ few model configurations, so that generated writes can succeed. The spec states 
 rule it can; `fit_positive` teaches the generator the few it can only state in words
 (configurations must exist, startDate before endDate, the bucket limit, month lengths, a
 webhook's host must be public, the span of instants once an offset is applied, no NUL
-character in any text, that a protobuf body of POST /v1/traces is an
-ExportTraceServiceRequest), and only for the cases meant to be valid: invalid ones reach the
-server exactly as generated.
+character in any text, token details within the counts they detail, that a protobuf body of
+POST /v1/traces is an ExportTraceServiceRequest), and only for the cases meant to be valid:
+invalid ones reach the server exactly as generated.
 """
 import secrets
 from datetime import date, datetime, timedelta, timezone
@@ -150,6 +150,17 @@ def fit_positive(case) -> None:
             if isinstance(event, dict):
                 event["modelConfigId"] = CONFIG_IDS[index % len(CONFIG_IDS)]
                 event["timestamp"] = valid_instant(event["timestamp"])
+                fit_token_details(event)
+
+
+def fit_token_details(event: dict) -> None:
+    """Cached and cache-write tokens within promptTokens, reasoning tokens within completionTokens."""
+    room = {"cachedPromptTokens": event["promptTokens"], "reasoningTokens": event["completionTokens"]}
+    for name, limit in room.items():
+        if name in event:
+            event[name] = min(event[name], limit)
+    if "cacheWriteTokens" in event:
+        event["cacheWriteTokens"] = min(event["cacheWriteTokens"], event["promptTokens"] - event.get("cachedPromptTokens", 0))
 
 
 @schema.parametrize()

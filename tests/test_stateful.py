@@ -62,6 +62,12 @@ def event_payloads(draw, config_ids):
     source = draw(st.sampled_from([None, "platform", "user"]))
     if source is not None:
         event["billingSource"] = source
+    if draw(st.booleans()):
+        event["cachedPromptTokens"] = draw(st.integers(0, event["promptTokens"]))
+    if draw(st.booleans()):
+        event["cacheWriteTokens"] = draw(st.integers(0, event["promptTokens"] - event.get("cachedPromptTokens", 0)))
+    if draw(st.booleans()):
+        event["reasoningTokens"] = draw(st.integers(0, event["completionTokens"]))
     return event
 
 
@@ -73,6 +79,7 @@ BAD_VALUES = (  # (field, value that makes the event invalid)
     ("promptTokens", -1), ("completionTokens", "12"), ("totalTokens", 1.5), ("timestamp", "yesterday"),
     ("timestamp", 1772323200), ("cost", True), ("cost", -0.5), ("executionTime", "1s"), ("billingSource", "both"),
     ("modelConfigId", "cfg_missing"), ("modelConfigId", "bad/id"), ("id", ""), ("id", "x" * 129), ("colour", "red"),
+    ("cachedPromptTokens", 20_001), ("cacheWriteTokens", "3"), ("reasoningTokens", 5_001), ("reasoningTokens", None),
 )
 
 
@@ -92,7 +99,8 @@ def payload(event: dict) -> tuple:
     execution = event.get("executionTime")
     return (ts_us(event["timestamp"]), event["modelConfigId"], event["promptTokens"], event["completionTokens"], total,
             None if event.get("cost") is None else micros(event["cost"]),
-            None if execution is None else micros(execution), event.get("billingSource", "platform"))
+            None if execution is None else micros(execution), event.get("billingSource", "platform"),
+            event.get("cachedPromptTokens", 0), event.get("cacheWriteTokens", 0), event.get("reasoningTokens", 0))
 
 
 def instant_text(us: int) -> str:
@@ -148,6 +156,9 @@ class Owner:
                 "totalTokens": event.get("totalTokens", event["promptTokens"] + event["completionTokens"]),
                 "billingSource": event.get("billingSource", "platform"), "priced": priced,
                 "priceSource": "sent" if event.get("cost") is not None else "catalogue" if priced else "none",
+                "cachedPromptTokens": event.get("cachedPromptTokens", 0),
+                "cacheWriteTokens": event.get("cacheWriteTokens", 0),
+                "reasoningTokens": event.get("reasoningTokens", 0),
             })
         return items
 

@@ -110,6 +110,11 @@ def payload(number: int, ts_us: int, zone: str | None = None, prefix: str = "e")
         body["billingSource"] = "user"
     if number % 11 == 0:
         body["totalTokens"] = body["promptTokens"] + body["completionTokens"] + 5
+    if number % 3 != 2:  # token details on two events in three
+        body["cachedPromptTokens"] = body["promptTokens"] * (number % 7) // 7
+        body["reasoningTokens"] = body["completionTokens"] * (number % 5) // 5
+    if number % 6 == 0:
+        body["cacheWriteTokens"] = body["promptTokens"] - body["cachedPromptTokens"]
     return body
 
 

@@ -250,6 +250,9 @@ def details_json(config, rows) -> dict:
             "billingSource": row["billing_source"],
             "priced": bool(row["priced"]),
             "priceSource": pricing.SOURCE_NAMES[row["price_source"]],
+            "cachedPromptTokens": row["cached_prompt_tokens"],
+            "cacheWriteTokens": row["cache_write_tokens"],
+            "reasoningTokens": row["reasoning_tokens"],
         }
         for row in rows
     ]

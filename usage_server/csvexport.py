@@ -20,12 +20,14 @@ from .timeranges import iso_instant
 USAGE_COLUMNS = (
     "date", "modelId", "provider", "modelName", "requests", "unpricedRequests",
     "totalTokens", "platformTokens", "userTokens", "totalCost", "platformCost", "userCost",
+    "promptTokens", "cachedPromptTokens", "reasoningTokens",
 )
 DETAILS_COLUMNS = (
     "id", "timestamp", "modelConfigId", "promptTokens", "completionTokens", "totalTokens",
     "estimatedCost", "executionTime", "billingSource", "priced", "priceSource",
+    "cachedPromptTokens", "cacheWriteTokens", "reasoningTokens",
 )
-SUMS = ("requests", "unpriced", "platform_tokens", "user_tokens", "platform_cost", "user_cost")
+SUMS = reports.TOTAL_FIELDS
 
 
 def wants_csv() -> bool:
@@ -54,11 +56,13 @@ def usage_rows(db: Connection, query: reports.UsageQuery):
     empty = [0] * len(SUMS)
     for label in labels:
         for model_id, model in models.items():
-            requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost = cells.get((label, model_id), empty)
+            (requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost,
+             prompt_tokens, cached_prompt_tokens, reasoning_tokens) = cells.get((label, model_id), empty)
             yield (
                 label, model_id, model["provider"], model["modelName"], requests, unpriced,
                 platform_tokens + user_tokens, platform_tokens, user_tokens,
                 fixed6(platform_cost + user_cost), fixed6(platform_cost), fixed6(user_cost),
+                prompt_tokens, cached_prompt_tokens, reasoning_tokens,
             )
 
 
@@ -69,6 +73,7 @@ def details_rows(config_id: str, events):
             row["completion_tokens"], row["total_tokens"], fixed6(row["cost_micros"]),
             "" if row["execution_us"] is None else fixed6(row["execution_us"]),
             row["billing_source"], "true" if row["priced"] else "false", SOURCE_NAMES[row["price_source"]],
+            row["cached_prompt_tokens"], row["cache_write_tokens"], row["reasoning_tokens"],
         )
 
 

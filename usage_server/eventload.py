@@ -11,7 +11,8 @@ from .ingest import NewEvent
 from .schemas import CONFIG_ID, EVENT_ID, MAX_TOKENS, EventSchema
 
 REQUIRED = frozenset(("id", "timestamp", "modelConfigId", "promptTokens", "completionTokens"))
-ALLOWED = REQUIRED | {"totalTokens", "cost", "executionTime", "billingSource"}
+ALLOWED = REQUIRED | {"totalTokens", "cost", "executionTime", "billingSource", "cachedPromptTokens", "cacheWriteTokens",
+                      "reasoningTokens"}
 BILLING_SOURCES = ("platform", "user")
 MAX_BATCH = 1000
 _FIELDS = EventSchema().fields
@@ -36,6 +37,11 @@ def fast_events(document: dict) -> list[NewEvent] | None:
             prompt, completion = event["promptTokens"], event["completionTokens"]
             total = event.get("totalTokens", prompt + completion if token(prompt) and token(completion) else None)
             source = event.get("billingSource", "platform")
+            cached, written = event.get("cachedPromptTokens", 0), event.get("cacheWriteTokens", 0)
+            reasoning = event.get("reasoningTokens", 0)
+            if not (token(cached) and token(written) and token(reasoning) and token(prompt) and token(completion)
+                    and cached + written <= prompt and reasoning <= completion):
+                return None
             if not (type(event_id) is str and EVENT_ID.match(event_id) and type(config_id) is str
                     and CONFIG_ID.match(config_id) and token(prompt) and token(completion) and token(total)
                     and type(event["timestamp"]) is str and source in BILLING_SOURCES):
@@ -53,6 +59,9 @@ def fast_events(document: dict) -> list[NewEvent] | None:
                 "cost": None if cost is None else _COST._deserialize(cost, "cost", event),
                 "execution_time": None if execution is None else _EXECUTION._deserialize(execution, "executionTime", event),
                 "billing_source": source,
+                "cached_prompt_tokens": cached,
+                "cache_write_tokens": written,
+                "reasoning_tokens": reasoning,
             }))
     except ValidationError:
         return None

@@ -46,12 +46,20 @@ class NewEvent:
             cost_micros=None if data["cost"] is None else usd_to_micros(data["cost"]),
             execution_us=None if execution is None else int((execution * 1_000_000).to_integral_value()),
             billing_source=data["billing_source"],
+            cached_prompt_tokens=data.get("cached_prompt_tokens", 0),
+            cache_write_tokens=data.get("cache_write_tokens", 0),
+            reasoning_tokens=data.get("reasoning_tokens", 0),
         )
 
     def fingerprint(self) -> int:
-        """A 63-bit hash of the payload, to tell a harmless re-send from a conflicting one."""
-        text = repr((self.ts_us, self.config_id, self.prompt_tokens, self.completion_tokens, self.total_tokens,
-                     self.cost_micros, self.execution_us, self.billing_source))
+        """A 63-bit hash of the payload, to tell a harmless re-send from a conflicting one.
+
+        The token details join the hashed text only when one is not zero: an event without
+        them keeps the fingerprint stored before they existed (and sending 0 is not sending)."""
+        payload = (self.ts_us, self.config_id, self.prompt_tokens, self.completion_tokens, self.total_tokens,
+                   self.cost_micros, self.execution_us, self.billing_source)
+        details = (self.cached_prompt_tokens, self.cache_write_tokens, self.reasoning_tokens)
+        text = repr(payload + details if any(details) else payload)
         return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
 
 
@@ -115,17 +123,21 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
         series_id = series[event.config_id]
         stored_at.setdefault(event.config_id, []).append(event.ts_us)
         rows.append((owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens, event.completion_tokens,
-                     event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint, source))
+                     event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint, source,
+                     event.cached_prompt_tokens, event.cache_write_tokens, event.reasoning_tokens))
         platform = event.billing_source == "platform"
         seconds = event.ts_us // 1_000_000
         key = (seconds - seconds % FINEST_GRAIN, series_id)
         sums = finest.get(key)
         if sums is None:
-            sums = finest[key] = [0, 0, 0, 0, 0, 0]
+            sums = finest[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0]  # the columns of queries.ROLLUP_SUMS
         sums[0] += 1
         sums[1] += 1 - priced
         sums[2 if platform else 3] += event.total_tokens
         sums[4 if platform else 5] += cost
+        sums[6] += event.prompt_tokens
+        sums[7] += event.cached_prompt_tokens
+        sums[8] += event.reasoning_tokens
     if rows:
         db.executemany(queries.INSERT_EVENT, rows)
         add_to_rollups(db, owner_id, finest)
@@ -190,7 +202,8 @@ def store_seeded_events(db: Connection, owner_id: int, events, configs: dict[str
                                                           event.reasoning_tokens)
         rows.append((owner_id, event.event_id, event.ts_us, series[event.config_id], event.prompt_tokens,
                      event.completion_tokens, event.total_tokens, cost, int(source != NONE), event.execution_us,
-                     event.billing_source, event.fingerprint(), source))
+                     event.billing_source, event.fingerprint(), source, event.cached_prompt_tokens,
+                     event.cache_write_tokens, event.reasoning_tokens))
         if len(rows) == chunk:
             db.executemany(queries.INSERT_EVENT, rows)
             stored, rows = stored + len(rows), []

@@ -181,8 +181,9 @@ FROM usage_event
 
 INSERT_EVENT = """
 INSERT INTO usage_event (owner_id, event_id, ts_us, series_id, prompt_tokens, completion_tokens,
-                         total_tokens, cost_micros, priced, execution_us, billing_source, fingerprint, price_source)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         total_tokens, cost_micros, priced, execution_us, billing_source, fingerprint, price_source,
+                         cached_prompt_tokens, cache_write_tokens, reasoning_tokens)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _ADD_EXCLUDED = """
@@ -191,20 +192,25 @@ _ADD_EXCLUDED = """
     platform_tokens = {table}.platform_tokens + excluded.platform_tokens,
     user_tokens = {table}.user_tokens + excluded.user_tokens,
     platform_cost = {table}.platform_cost + excluded.platform_cost,
-    user_cost = {table}.user_cost + excluded.user_cost
+    user_cost = {table}.user_cost + excluded.user_cost,
+    prompt_tokens = {table}.prompt_tokens + excluded.prompt_tokens,
+    cached_prompt_tokens = {table}.cached_prompt_tokens + excluded.cached_prompt_tokens,
+    reasoning_tokens = {table}.reasoning_tokens + excluded.reasoning_tokens
 """
 
 _UPSERT_ROLLUP = """
 INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     platform_tokens, user_tokens, platform_cost, user_cost,
+                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET""" + _ADD_EXCLUDED
 UPSERT_ROLLUP = {grain: _UPSERT_ROLLUP.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 
 _UPSERT_OWNER_ROLLUP = """
 INSERT INTO {table} (owner_id, slot_start, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                     platform_tokens, user_tokens, platform_cost, user_cost,
+                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (owner_id, slot_start) DO UPDATE SET""" + _ADD_EXCLUDED
 UPSERT_OWNER_ROLLUP = {grain: _UPSERT_OWNER_ROLLUP.format(table=table) for grain, table in OWNER_ROLLUP_TABLES.items()}
 
@@ -216,8 +222,9 @@ ORDER BY utc_offset
 
 _UPSERT_LOCAL = """
 INSERT INTO {table} (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     platform_tokens, user_tokens, platform_cost, user_cost,
+                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (owner_id, utc_offset, slot_start, series_id) DO UPDATE SET""" + _ADD_EXCLUDED
 UPSERT_LOCAL = {key: _UPSERT_LOCAL.format(table=table) for key, table in LOCAL_TABLES.items()}
 
@@ -254,7 +261,10 @@ _ROLLUP_SUMS = """
        SUM(platform_tokens) AS platform_tokens,
        SUM(user_tokens) AS user_tokens,
        SUM(platform_cost) AS platform_cost,
-       SUM(user_cost) AS user_cost
+       SUM(user_cost) AS user_cost,
+       SUM(prompt_tokens) AS prompt_tokens,
+       SUM(cached_prompt_tokens) AS cached_prompt_tokens,
+       SUM(reasoning_tokens) AS reasoning_tokens
 """
 
 _EVENT_SUMS = """
@@ -263,13 +273,17 @@ _EVENT_SUMS = """
        SUM(CASE WHEN billing_source = 'platform' THEN total_tokens ELSE 0 END) AS platform_tokens,
        SUM(CASE WHEN billing_source = 'user' THEN total_tokens ELSE 0 END) AS user_tokens,
        SUM(CASE WHEN billing_source = 'platform' THEN cost_micros ELSE 0 END) AS platform_cost,
-       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END) AS user_cost
+       SUM(CASE WHEN billing_source = 'user' THEN cost_micros ELSE 0 END) AS user_cost,
+       SUM(prompt_tokens) AS prompt_tokens,
+       SUM(cached_prompt_tokens) AS cached_prompt_tokens,
+       SUM(reasoning_tokens) AS reasoning_tokens
 """
 
 # {events}: which events, all (rebuilding) or those just stored in bulk (_NEW_EVENTS, seeding).
 _REBUILD_ROLLUP = """
 INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
+                     platform_tokens, user_tokens, platform_cost, user_cost,
+                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
 SELECT owner_id,
        ts_us / 1000000 - (ts_us / 1000000 + :phase) % :grain AS slot_start,
        series_id,""" + _EVENT_SUMS + """FROM usage_event
@@ -287,7 +301,8 @@ ADD_NEW_EVENTS = {
 
 _OWNER_NEW_EVENTS = """
 INSERT INTO {table} (owner_id, slot_start, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
+                     platform_tokens, user_tokens, platform_cost, user_cost,
+                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
 SELECT owner_id,
        ts_us / 1000000 - (ts_us / 1000000 + :phase) % :grain AS slot_start,""" + _EVENT_SUMS + """FROM usage_event
 WHERE """ + _NEW_EVENTS + """
@@ -298,7 +313,8 @@ OWNER_ADD_NEW_EVENTS = {grain: _OWNER_NEW_EVENTS.format(table=table) for grain, 
 # Owner rollups from the series rollup of the same grain, just rebuilt.
 _REBUILD_OWNER_ROLLUP = """
 INSERT INTO {table} (owner_id, slot_start, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
+                     platform_tokens, user_tokens, platform_cost, user_cost,
+                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
 SELECT owner_id, slot_start,""" + _ROLLUP_SUMS + """FROM {source}
 GROUP BY owner_id, slot_start
 """
@@ -338,7 +354,8 @@ ROLLUP_FROM_QUARTERS = {grain: _ROLLUP_FROM_QUARTERS.format(table=table) for gra
 # list of the registered offsets the table serves (local_serves).
 _REBUILD_LOCAL = """
 INSERT INTO {table} (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
+                     platform_tokens, user_tokens, platform_cost, user_cost,
+                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
 SELECT owner_id,
        utc_offset,
        ts_us / 1000000 - ((ts_us / 1000000 + utc_offset + :phase) % :grain + :grain) % :grain AS local_start,
@@ -365,7 +382,8 @@ VALUES (:utc_offset)
 
 _BUILD_LOCAL = """
 INSERT INTO {table} (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
+                     platform_tokens, user_tokens, platform_cost, user_cost,
+                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
 SELECT owner_id,
        :utc_offset,
        slot_start - ((slot_start + :utc_offset + :phase) % :grain + :grain) % :grain AS local_start,
@@ -544,7 +562,8 @@ WHERE owner_id = :owner_id
 
 RECENT_EVENTS = """
 SELECT event_id, ts_us, prompt_tokens, completion_tokens, total_tokens,
-       cost_micros, priced, execution_us, billing_source, price_source
+       cost_micros, priced, execution_us, billing_source, price_source,
+       cached_prompt_tokens, cache_write_tokens, reasoning_tokens
 FROM usage_event
 WHERE (owner_id, series_id) IN (SELECT owner_id, id FROM usage_series WHERE owner_id = :owner_id AND config_id = :config_id)
 ORDER BY ts_us DESC, id DESC
@@ -564,7 +583,8 @@ ORDER BY usage_series.owner_id, usage_series.id
 # A page of a series' events that carried no cost (price_source 1: sent), in (time, id) order
 # from (:after_ts, :after_id) exclusive: one range of the (owner, series, time) index.
 REPRICE_EVENTS = """
-SELECT id, event_id, ts_us, prompt_tokens, completion_tokens, cost_micros, priced, billing_source, price_source
+SELECT id, event_id, ts_us, prompt_tokens, completion_tokens, cached_prompt_tokens, cache_write_tokens, reasoning_tokens,
+       cost_micros, priced, billing_source, price_source
 FROM usage_event
 WHERE owner_id = :owner_id
   AND series_id = :series_id
@@ -613,7 +633,8 @@ COPIED_TABLES = {
     "usage_series": (1, ("id",), ("id", "owner_id", "config_id", "model_id", "provider", "model_name")),
     "usage_event": (1, ("id",), ("id", "owner_id", "event_id", "ts_us", "series_id", "prompt_tokens",
                                  "completion_tokens", "total_tokens", "cost_micros", "priced", "execution_us",
-                                 "billing_source", "fingerprint", "price_source")),
+                                 "billing_source", "fingerprint", "price_source", "cached_prompt_tokens",
+                                 "cache_write_tokens", "reasoning_tokens")),
 }
 
 COPIED_TABLES.update({  # budgets, their alerts and the webhook outbox, after the rows they refer to

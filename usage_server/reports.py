@@ -28,7 +28,8 @@ BUCKET_FORMATS = {  # (strftime format, first modifier, second modifier)
     "week": ("%Y-%m-%d", "-6 days", "weekday 1"),
     "month": ("%Y-%m-01", "+0 days", "+0 days"),
 }
-TOTAL_FIELDS = ("requests", "unpriced", "platform_tokens", "user_tokens", "platform_cost", "user_cost")
+TOTAL_FIELDS = ("requests", "unpriced", "platform_tokens", "user_tokens", "platform_cost", "user_cost",
+                "prompt_tokens", "cached_prompt_tokens", "reasoning_tokens")
 
 
 @dataclass(frozen=True)
@@ -193,9 +194,12 @@ def usage_by_model(db: Connection, query: UsageQuery, totals: dict[int, dict]) -
         total = totals.get(row["id"])
         if not total or not total["requests"]:
             continue
-        model = models.setdefault(row["model_id"], {"requests": 0, "unpriced": 0, "tokens": 0, "cost": 0, "names": {}})
+        model = models.setdefault(row["model_id"], {"requests": 0, "unpriced": 0, "tokens": 0, "cost": 0, "prompt": 0,
+                                                    "cached": 0, "names": {}})
         model["requests"] += total["requests"]
         model["unpriced"] += total["unpriced"]
+        model["prompt"] += total["prompt_tokens"]
+        model["cached"] += total["cached_prompt_tokens"]
         model["tokens"] += total["platform_tokens"] + total["user_tokens"]
         model["cost"] += total["platform_cost"] + total["user_cost"]
         names = (row["provider"], row["model_name"])
@@ -213,6 +217,8 @@ def usage_by_model(db: Connection, query: UsageQuery, totals: dict[int, dict]) -
             "totalTokens": model["tokens"],
             "modelName": model_name,
             "unpricedRequests": model["unpriced"],
+            "cachedPromptTokens": model["cached"],
+            "promptTokens": model["prompt"],
         }
     return result
 
@@ -230,6 +236,9 @@ def summary(totals: dict[int, dict]) -> dict:
         "platformTokens": sums["platform_tokens"],
         "userCost": micros_to_usd(sums["user_cost"]),
         "userTokens": sums["user_tokens"],
+        "cachedPromptTokens": sums["cached_prompt_tokens"],
+        "reasoningTokens": sums["reasoning_tokens"],
+        "promptTokens": sums["prompt_tokens"],
     }, sums["unpriced"]
 
 

@@ -50,8 +50,8 @@ def reprice_page(db: Connection, series, after: tuple[int, int], batch: int, res
     pricing = model_pricing(db, series["model_id"], series["provider"])
     updates, finest, changed_at = [], {}, []
     for event in events:
-        # Prompt and completion tokens; the token details join here once their columns are stored.
-        cost, source = pricing.price(event["ts_us"], event["prompt_tokens"], event["completion_tokens"])
+        cost, source = pricing.price(event["ts_us"], event["prompt_tokens"], event["completion_tokens"],
+                                     event["cached_prompt_tokens"], event["cache_write_tokens"], event["reasoning_tokens"])
         if (cost, source) == (event["cost_micros"], event["price_source"]):
             continue
         priced = int(source != NONE)
@@ -59,7 +59,7 @@ def reprice_page(db: Connection, series, after: tuple[int, int], batch: int, res
         changed_at.append(event["ts_us"])
         seconds = event["ts_us"] // 1_000_000
         key = (seconds - seconds % FINEST_GRAIN, series_id)
-        sums = finest.setdefault(key, [0, 0, 0, 0, 0, 0])
+        sums = finest.setdefault(key, [0] * 9)  # only the cost and unpriced sums change
         sums[1] += event["priced"] - priced  # unpriced requests
         sums[4 if event["billing_source"] == "platform" else 5] += cost - event["cost_micros"]
         result.before += event["cost_micros"]

@@ -283,6 +283,31 @@ class EventSchema(StrictSchema):
                                   error_messages=NOT_NULL)
     billing_source = fields.String(data_key="billingSource", load_default="platform", validate=one_of(("platform", "user")),
                                    error_messages=NOT_NULL)
+    cached_prompt_tokens = token_count(data_key="cachedPromptTokens", load_default=0, allow_none=False,
+                                       metadata={"description": "prompt tokens read from the provider's prompt cache; "
+                                                                "part of promptTokens"})
+    cache_write_tokens = token_count(data_key="cacheWriteTokens", load_default=0, allow_none=False,
+                                     metadata={"description": "prompt tokens written to the provider's prompt cache; "
+                                                              "part of promptTokens"})
+    reasoning_tokens = token_count(data_key="reasoningTokens", load_default=0, allow_none=False,
+                                   metadata={"description": "part of completionTokens"})
+
+    @validates_schema(pass_original=True)
+    def check_token_details(self, data, original, **kwargs):
+        """The details are parts of the counts they detail (checked once every field is valid)."""
+        problems = {}
+        cache = data["cached_prompt_tokens"] + data["cache_write_tokens"]
+        if cache > data["prompt_tokens"]:
+            field = "cachedPromptTokens" if "cachedPromptTokens" in original else "cacheWriteTokens"
+            problems[field] = [f"TOKENS_EXCEED_PROMPT|cachedPromptTokens + cacheWriteTokens ({cache}) must not exceed "
+                               f"promptTokens ({data['prompt_tokens']})|count every input token in promptTokens, "
+                               "cached or not"]
+        if data["reasoning_tokens"] > data["completion_tokens"]:
+            problems["reasoningTokens"] = [f"TOKENS_EXCEED_COMPLETION|reasoningTokens ({data['reasoning_tokens']}) must "
+                                           f"not exceed completionTokens ({data['completion_tokens']})|count reasoning "
+                                           "tokens in completionTokens too"]
+        if problems:
+            raise ValidationError(problems)
 
 
 class EventBatchSchema(StrictSchema):
@@ -336,6 +361,12 @@ class UsageSummarySchema(Answer):
     platform_tokens = fields.Integer(data_key="platformTokens", required=True)
     user_cost = fields.Float(data_key="userCost", required=True)
     user_tokens = fields.Integer(data_key="userTokens", required=True)
+    cached_prompt_tokens = fields.Integer(data_key="cachedPromptTokens",
+                                          metadata={"description": "of the prompt tokens, those read from a prompt cache"})
+    reasoning_tokens = fields.Integer(data_key="reasoningTokens",
+                                      metadata={"description": "of the completion tokens, those spent on reasoning"})
+    prompt_tokens = fields.Integer(data_key="promptTokens", metadata={
+        "description": "every input token, cached or not: the cache hit rate is cachedPromptTokens ÷ promptTokens"})
 
 
 class ModelUsageSchema(Answer):
@@ -350,6 +381,10 @@ class ModelUsageSchema(Answer):
         data_key="unpricedRequests", required=True,
         metadata={"description": "of requestCount, those with no price, counted as $0"},
     )
+    cached_prompt_tokens = fields.Integer(data_key="cachedPromptTokens",
+                                          metadata={"description": "of the prompt tokens, those read from a prompt cache"})
+    prompt_tokens = fields.Integer(data_key="promptTokens", metadata={
+        "description": "every input token, cached or not: the cache hit rate is cachedPromptTokens ÷ promptTokens"})
 
 
 class TimeSeriesPointSchema(Answer):
@@ -387,6 +422,12 @@ class RecentUsageSchema(Answer):
         data_key="priceSource", required=True, validate=validate.OneOf(("sent", "override", "catalogue", "none")),
         metadata={"description": "where the cost comes from: sent with the event, the operator's price "
                                  "(import-prices), the genai-prices catalogue at the event's time, or none (unpriced, $0)"})
+    cached_prompt_tokens = fields.Integer(data_key="cachedPromptTokens",
+                                          metadata={"description": "of promptTokens, read from a prompt cache (0 if not sent)"})
+    cache_write_tokens = fields.Integer(data_key="cacheWriteTokens",
+                                        metadata={"description": "of promptTokens, written to a prompt cache (0 if not sent)"})
+    reasoning_tokens = fields.Integer(data_key="reasoningTokens",
+                                      metadata={"description": "of completionTokens, spent on reasoning (0 if not sent)"})
 
 
 class ConfigRefSchema(Answer):

@@ -362,6 +362,9 @@
     setAmount("user-tokens", summary.userTokens, integer.format);
     setAmount("total-requests", summary.totalRequests, integer.format);
     setAmount("unpriced-requests", unpriced, integer.format);
+    setAmount("cache-hit-rate", hitRate(summary), percent);
+    setAmount("cached-tokens", summary.cachedPromptTokens, integer.format);
+    setAmount("prompt-tokens", summary.promptTokens, integer.format);
     $("avg-cost").textContent = summary.totalRequests ? average.format(summary.totalCost / summary.totalRequests) : "–";
     $("split-platform").style.width = summary.totalCost > 0 ? `${(100 * summary.platformCost) / summary.totalCost}%` : "0";
     $("card-unpriced").classList.toggle("flagged", unpriced > 0);
@@ -451,13 +454,22 @@
   }
 
   function compare(a, b) {
-    return typeof a === "string" ? a.localeCompare(b) : a - b;
+    return typeof a === "string" ? a.localeCompare(b) : (a ?? -1) - (b ?? -1);  // no value (null) sorts first
+  }
+
+  /** Cached prompt tokens ÷ prompt tokens, or null when there were no prompt tokens. */
+  function hitRate(usage) {
+    return usage.promptTokens > 0 ? usage.cachedPromptTokens / usage.promptTokens : null;
+  }
+
+  function percent(rate) {
+    return rate === null ? "–" : `${(rate * 100).toFixed(1)}%`;
   }
 
   function renderModels() {
     const { summary, usageByModel } = state.report;
     const models = Object.values(usageByModel).map((model) => ({
-      ...model, share: summary.totalCost > 0 ? model.totalCost / summary.totalCost : 0,
+      ...model, share: summary.totalCost > 0 ? model.totalCost / summary.totalCost : 0, cacheHitRate: hitRate(model),
     }));
     const { key, dir } = state.sort;
     models.sort((a, b) => compare(a[key], b[key]) * (dir === "asc" ? 1 : -1));
@@ -474,6 +486,8 @@
         el("td", { textContent: model.provider }),
         el("td", { className: "num", textContent: integer.format(model.requestCount) }),
         el("td", { className: "num", textContent: integer.format(model.totalTokens) }),
+        el("td", { className: "num", textContent: percent(model.cacheHitRate),
+                   title: `${integer.format(model.cachedPromptTokens)} of ${integer.format(model.promptTokens)} prompt tokens cached` }),
         el("td", { className: "num", textContent: average.format(model.avgCostPerRequest) }),
         costCell(model.totalCost, model.unpricedRequests ? `${integer.format(model.unpricedRequests)} unpriced` : "",
           `${usd6.format(model.totalCost)} exactly`),

@@ -11,6 +11,9 @@ CREATE TABLE IF NOT EXISTS rollup_owner_hour (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens    INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
     PRIMARY KEY (owner_id, slot_start)
 ) WITHOUT ROWID;
 
@@ -23,6 +26,9 @@ CREATE TABLE IF NOT EXISTS rollup_owner_day (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens    INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
     PRIMARY KEY (owner_id, slot_start)
 ) WITHOUT ROWID;
 
@@ -35,6 +41,9 @@ CREATE TABLE IF NOT EXISTS rollup_owner_week (
     user_tokens      INTEGER NOT NULL,
     platform_cost    INTEGER NOT NULL,
     user_cost        INTEGER NOT NULL,
+    prompt_tokens    INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
     PRIMARY KEY (owner_id, slot_start)
 ) WITHOUT ROWID;
 
@@ -42,24 +51,30 @@ CREATE TABLE IF NOT EXISTS rollup_owner_week (
 -- (emptied first: a database from before recorded versions runs every step again).
 DELETE FROM rollup_owner_hour;
 INSERT INTO rollup_owner_hour (owner_id, slot_start, requests, unpriced,
-                              platform_tokens, user_tokens, platform_cost, user_cost)
+                              platform_tokens, user_tokens, platform_cost, user_cost,
+                              prompt_tokens, cached_prompt_tokens, reasoning_tokens)
 SELECT owner_id, slot_start, SUM(requests), SUM(unpriced),
-       SUM(platform_tokens), SUM(user_tokens), SUM(platform_cost), SUM(user_cost)
+       SUM(platform_tokens), SUM(user_tokens), SUM(platform_cost), SUM(user_cost),
+       SUM(prompt_tokens), SUM(cached_prompt_tokens), SUM(reasoning_tokens)
 FROM rollup_hour
 GROUP BY owner_id, slot_start;
 
 DELETE FROM rollup_owner_day;
 INSERT INTO rollup_owner_day (owner_id, slot_start, requests, unpriced,
-                              platform_tokens, user_tokens, platform_cost, user_cost)
+                              platform_tokens, user_tokens, platform_cost, user_cost,
+                              prompt_tokens, cached_prompt_tokens, reasoning_tokens)
 SELECT owner_id, slot_start, SUM(requests), SUM(unpriced),
-       SUM(platform_tokens), SUM(user_tokens), SUM(platform_cost), SUM(user_cost)
+       SUM(platform_tokens), SUM(user_tokens), SUM(platform_cost), SUM(user_cost),
+       SUM(prompt_tokens), SUM(cached_prompt_tokens), SUM(reasoning_tokens)
 FROM rollup_day
 GROUP BY owner_id, slot_start;
 
 DELETE FROM rollup_owner_week;
 INSERT INTO rollup_owner_week (owner_id, slot_start, requests, unpriced,
-                              platform_tokens, user_tokens, platform_cost, user_cost)
+                              platform_tokens, user_tokens, platform_cost, user_cost,
+                              prompt_tokens, cached_prompt_tokens, reasoning_tokens)
 SELECT owner_id, slot_start, SUM(requests), SUM(unpriced),
-       SUM(platform_tokens), SUM(user_tokens), SUM(platform_cost), SUM(user_cost)
+       SUM(platform_tokens), SUM(user_tokens), SUM(platform_cost), SUM(user_cost),
+       SUM(prompt_tokens), SUM(cached_prompt_tokens), SUM(reasoning_tokens)
 FROM rollup_week
 GROUP BY owner_id, slot_start;

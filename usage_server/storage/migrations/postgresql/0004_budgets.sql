@@ -1,5 +1,5 @@
 -- Budgets, their threshold alerts, and the outbox of webhook deliveries: the tables of
--- sqlite/0002_budgets.sql in PostgreSQL's types.
+-- sqlite/0004_budgets.sql in PostgreSQL's types.
 
 CREATE TABLE budget (
     owner_id        BIGINT NOT NULL REFERENCES owner (id),
