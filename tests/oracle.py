@@ -27,10 +27,21 @@ def event_cost_micros(event, prices):
     price = prices.get(event["_model_id"])
     if price is None:
         return 0, False
+    special = getattr(price, "special", ())  # per tier: cache read, cache write, reasoning rates
+    tier = 0
     if len(price) > 2 and event["promptTokens"] > price[2]:
-        price = price[3:]
-    # USD per million tokens times tokens is micro-dollars; rounded half up
-    micros = Decimal(event["promptTokens"]) * Decimal(price[0]) + Decimal(event["completionTokens"]) * Decimal(price[1])
+        price, tier = price[3:], 1
+    cache_read, cache_write, reasoning_rate = special[tier] if special else (None, None, None)
+    prompt_rate, completion_rate = Decimal(price[0]), Decimal(price[1])
+    cached, written = event.get("cachedPromptTokens", 0), event.get("cacheWriteTokens", 0)
+    reasoning = event.get("reasoningTokens", 0)
+    # USD per million tokens times tokens is micro-dollars; rounded half up. Token details
+    # without a rate of their own cost what the tokens they are part of cost.
+    micros = (Decimal(event["promptTokens"] - cached - written) * prompt_rate
+              + Decimal(cached) * Decimal(prompt_rate if cache_read is None else cache_read)
+              + Decimal(written) * Decimal(prompt_rate if cache_write is None else cache_write)
+              + Decimal(event["completionTokens"] - reasoning) * completion_rate
+              + Decimal(reasoning) * Decimal(completion_rate if reasoning_rate is None else reasoning_rate))
     return int((micros + Decimal("0.5")).to_integral_value(ROUND_FLOOR)), True
 
 

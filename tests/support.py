@@ -30,21 +30,39 @@ def catalogue_model(model_id: str, provider: str):
     return DataSnapshot(providers=providers, from_auto_update=False).find_provider_model(model_id, None, provider, None)[1]
 
 
+class CataloguePrice(tuple):
+    """(prompt, completion) USD per million tokens as strings, then for a model with a long-context
+    tier (threshold, prompt, completion) above it; `special` holds, per tier (base first), the
+    rates of cache reads, cache writes and reasoning tokens (None: charged as prompt or
+    completion tokens), for the oracle to price token details."""
+
+    special: tuple = ()
+
+
 def catalogue_prices() -> dict:
-    """model id -> (prompt, completion) USD per million tokens as strings, then for a model with
-    a long-context tier (threshold, prompt, completion) above it, for the oracle (the tests send
-    no cached tokens)."""
+    """model id -> CataloguePrice, as the catalogue gives them on PRICED_ON, for the oracle."""
     prices = {}
     for model_id, provider in CATALOGUE_MODELS:
         price = catalogue_model(model_id, provider).get_prices(PRICED_ON)
         prompt, completion = price.input_mtok, price.output_mtok
+        specials = [price.cache_read_mtok, price.cache_write_mtok, price.output_reasoning_mtok]
+
+        def base(value):
+            return value.base if isinstance(value, TieredPrices) else value
+
+        def above(value):
+            return value.tiers[0].price if isinstance(value, TieredPrices) else value
+
         if isinstance(prompt, TieredPrices):
             (tier,), (long_completion,) = prompt.tiers, completion.tiers
             assert tier.start == long_completion.start
-            prices[model_id] = (str(prompt.base), str(completion.base), tier.start, str(tier.price),
-                                str(long_completion.price))
+            entry = CataloguePrice((str(prompt.base), str(completion.base), tier.start, str(tier.price),
+                                    str(long_completion.price)))
+            entry.special = (tuple(base(value) for value in specials), tuple(above(value) for value in specials))
         else:
-            prices[model_id] = (str(prompt), str(completion))
+            entry = CataloguePrice((str(prompt), str(completion)))
+            entry.special = (tuple(specials),)
+        prices[model_id] = entry
     return prices
 
 
@@ -98,13 +116,20 @@ ORDER BY owner_id, slot, series_id
 """
 # Local slots at an offset, as slots of the instants shifted by it (slots come out shifted too).
 REBUILT_LOCAL = REBUILT.replace("ts_us / 1000000", "(ts_us / 1000000 + :offset)")
+# Owner rollups: the same sums over all of an owner's series.
+OWNER_ROLLUPS = {"rollup_owner_week": ROLLUPS["rollup_week"], "rollup_owner_day": ROLLUPS["rollup_day"],
+                 "rollup_owner_hour": ROLLUPS["rollup_hour"]}
+REBUILT_OWNER = REBUILT.replace(" series_id,", "").replace(", series_id", "")
 
 
 def assert_rollups_equal_a_rebuild(conn) -> list[int]:
     """Every rollup table equals the events summed again in plain SQL (not the server's own
     rebuild); returns the local offsets registered, which the caller checks."""
     tables = {name for name in engine_of(conn).table_names(conn) if name.startswith("rollup")}
-    assert tables == {*ROLLUPS, *LOCAL_ROLLUPS, "rollup_offset"}  # a new rollup table must be checked too
+    assert tables == {*ROLLUPS, *LOCAL_ROLLUPS, *OWNER_ROLLUPS, "rollup_offset"}  # a new rollup table must be checked too
+    for table, (grain, phase) in OWNER_ROLLUPS.items():
+        stored = rows(conn, f"SELECT owner_id, slot_start, {SUMS} FROM {table} ORDER BY owner_id, slot_start")
+        assert stored == rows(conn, REBUILT_OWNER, {"grain": grain, "phase": phase}), table
     for table, (grain, phase) in ROLLUPS.items():
         stored = rows(conn, f"SELECT owner_id, slot_start, series_id, {SUMS} FROM {table} "
                             "ORDER BY owner_id, slot_start, series_id")

@@ -9,9 +9,10 @@ import pytest
 
 from conftest import assert_error, bearer, create_config, post_events
 from oracle import event_cost_micros, expected_usage
+from support import catalogue_prices
 from usage_server import api
 
-PRICES = {"gpt-4o": ("2.5", "10")}  # the catalogue's, as the oracle reads prices
+PRICES = {"gpt-4o": catalogue_prices()["gpt-4o"]}  # the catalogue's, as the oracle reads prices
 CONFIGS = {  # two configs of one model, and a model without a catalogue price
     "cfg_a": ("gpt-4o", "OpenAI"),
     "cfg_a2": ("gpt-4o", "OpenAI"),

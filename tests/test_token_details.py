@@ -12,12 +12,13 @@ import pytest
 
 from conftest import FROZEN_NOW, assert_error, bearer, create_config, post_events
 from oracle import expected_usage
-from support import assert_rollups_equal_a_rebuild, catalogue_prices
+from support import assert_rollups_equal_a_rebuild, catalogue_names, catalogue_prices
 from test_migrations import RECORDED, RELEASE_0_1_0, start
 from usage_server import api, create_app
 from usage_server.auth import create_key
 from usage_server.ingest import NewEvent
 from usage_server.storage import connect, migrations, write_transaction
+from usage_server.storage.connections import engine_of
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EVENT = {"id": "ev-1", "timestamp": "2026-03-18T10:00:00Z", "modelConfigId": "cfg_a",
@@ -115,8 +116,9 @@ def test_the_oracle_agrees_per_model_on_every_granularity_and_zone(client, write
             event["reasoningTokens"] = rng.randrange(completion + 1)
         events.append(event)
     post_events(client, writer, events)
-    configs = {"cfg_a": {"modelId": "gpt-4o", "provider": "OpenAI", "modelName": "GPT-4o"},
-               "cfg_h": {"modelId": "claude-haiku-4-5", "provider": "Anthropic", "modelName": "Claude Haiku 4.5"}}
+    names = catalogue_names()
+    configs = {"cfg_a": {"modelId": "gpt-4o", "provider": "OpenAI", "modelName": names["gpt-4o"]},
+               "cfg_h": {"modelId": "claude-haiku-4-5", "provider": "Anthropic", "modelName": names["claude-haiku-4-5"]}}
     for granularity in ("hour", "day", "week", "month"):
         for zone in ("UTC", "Asia/Kathmandu", "America/Los_Angeles"):
             query = f"startDate=2026-03-11&endDate=2026-03-17&granularity={granularity}&timezone={zone}"
@@ -205,17 +207,10 @@ def test_the_upgrade_of_release_0_1_0_sums_its_prompt_tokens_into_every_rollup(r
     assert (body["summary"]["cachedPromptTokens"], body["summary"]["reasoningTokens"]) == (0, 0)
 
 
-def test_the_step_fills_the_rollups_of_the_events_a_database_holds(engine, database, tmp_path, monkeypatch):
-    """A database of the step before (every later step left out) with events in it: after the
+def test_the_step_fills_the_rollups_of_the_events_a_database_holds(engine, database, monkeypatch):
+    """A database whose events were stored before the step (its columns dropped again): after the
     step every rollup equals its events summed again, and every answer is what it was."""
     version, path = this_step(engine)
-    steps = tmp_path / "steps"
-    shutil.copytree(migrations.FOLDER, steps)
-    for other in ("sqlite", "postgresql"):
-        for later in migrations.steps(other)[version:]:
-            (steps / other / later[1].name).unlink()
-    monkeypatch.setattr(migrations, "FOLDER", steps)
-    monkeypatch.setattr(migrations, "LATEST_VERSION", version)
     monkeypatch.setattr(api, "utc_now", lambda: FROZEN_NOW)
     fast = {"TESTING": True, "DATABASE": database, "FAST_TIMEZONES": "Asia/Kathmandu,America/Los_Angeles"}
     app = create_app(fast)
@@ -234,19 +229,15 @@ def test_the_step_fills_the_rollups_of_the_events_a_database_holds(engine, datab
                for grain in ("hour", "day", "week", "month") for zone in ("UTC", "Asia/Kathmandu", "America/Los_Angeles")]
     before = [client.get(f"/v1/model-usage?{query}", headers=bearer(key)).get_json() for query in queries]
     assert before[0]["summary"]["promptTokens"] > 0
-    # back to the step before: its columns dropped, its version forgotten
+    # back to the step before: its columns dropped; then the step itself
     added = re.findall(r"ALTER TABLE (\w+)\s+((?:ADD COLUMN \w+[^;]*?)+);", path.read_text())
     with write_transaction(conn):
         for table, clauses in added:
             for column in re.findall(r"ADD COLUMN (\w+)", clauses):
                 conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-        conn.execute("DELETE FROM schema_version WHERE version = ?", (version,))
-    conn.close()
-    app = create_app(fast)  # upgraded at start-up
-    conn = connect(app.config)
+    with write_transaction(conn):
+        engine_of(conn).run_script(conn, path.read_text())
     try:
-        assert [row[0] for row in conn.execute("SELECT version FROM schema_version ORDER BY version")] == \
-            list(range(1, version + 1))
         assert assert_rollups_equal_a_rebuild(conn) == [-28_800, -25_200, 19_800, 20_700]
     finally:
         conn.close()

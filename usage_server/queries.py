@@ -341,7 +341,8 @@ ORDER BY owner_id, slot_start, series_id
 """
 _ROLLUP_FROM_QUARTERS = """
 INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost)
+                     platform_tokens, user_tokens, platform_cost, user_cost,
+                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
 SELECT owner_id,
        slot_start - (slot_start + :phase) % :grain AS coarse_start,
        series_id,""" + _ROLLUP_SUMS + """FROM rollup_quarter
