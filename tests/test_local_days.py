@@ -89,7 +89,8 @@ def columns_added_since_0_1_0(database: str) -> list[str]:
         return [f"ALTER TABLE {table} DROP COLUMN {column}"
                 for (table,) in release.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
                 for (column,) in current.execute("SELECT name FROM pragma_table_info(?)", (table,))
-                if column not in {name for (name,) in release.execute("SELECT name FROM pragma_table_info(?)", (table,))}]
+                if table != "rollup_local_hour"  # dropped whole
+                and column not in {name for (name,) in release.execute("SELECT name FROM pragma_table_info(?)", (table,))}]
     finally:
         release.close()
         current.close()

@@ -19,6 +19,7 @@ import requests
 from genai_prices import Usage, calc_price
 
 from gunicorn_server import gunicorn
+from oracle import event_cost_micros
 from support import catalogue_prices, prepare_database
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,12 +62,12 @@ def test_the_example_exports_through_the_sdk_exporter(tmp_path):
         answer = usage(base, key)
     prices = catalogue_prices()
     expected = {}
-    for model, prompt, completion, _ in calls:
+    for model, prompt, completion, cached in calls:
         item = expected.setdefault(model, [0, 0, 0])
-        cost = (Decimal(prompt) * Decimal(prices[model][0]) + Decimal(completion) * Decimal(prices[model][1])) / 10**6
         item[0] += 1
         item[1] += prompt + completion
-        item[2] += int((cost * 10**6).to_integral_value(ROUND_HALF_UP))
+        item[2] += event_cost_micros({"_model_id": model, "promptTokens": prompt, "completionTokens": completion,
+                                      "cachedPromptTokens": cached}, prices)[0]
     got = {model: [item["requestCount"], item["totalTokens"], round(item["totalCost"] * 10**6)]
            for model, item in answer["usageByModel"].items()}
     assert got == expected

@@ -1,25 +1,22 @@
 """Retention: `usage-server prune` and the daily prune delete old raw events in bounded batches,
 and no GET /v1/model-usage answer changes (the oracle sums every event ever sent); the details
 and rebuild-rollups see only the kept events, and events older than the horizon are refused."""
-import json
 import random
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from conftest import FROZEN_NOW, assert_error, bearer, create_config, post_events
 from oracle import expected_body
-from support import assert_rollups_equal_a_rebuild, open_database
+from support import assert_rollups_equal_a_rebuild, catalogue_prices, open_database
 from usage_server import api, create_app, ingest, retention
 from usage_server.storage import checkpoint, connect, write_transaction
 from usage_server.storage.migrations import LATEST_VERSION
 
-PRICES_FILE = Path(api.__file__).with_name("prices.json")
 TODAY = FROZEN_NOW.date()  # 2026-03-18
 KEEP_DAYS = 30
 HORIZON = TODAY - timedelta(days=KEEP_DAYS)  # 2026-02-16
-CONFIGS = [("cfg_chat", "gpt-4o", "OpenAI"), ("cfg_summary", "claude-3-5-haiku", "Anthropic"),
+CONFIGS = [("cfg_chat", "gpt-4o", "OpenAI"), ("cfg_summary", "claude-haiku-4-5", "Anthropic"),
            ("cfg_local", "llama-3-70b", "Meta")]
 ZONES = ["UTC", "Asia/Kathmandu", "America/New_York", "Pacific/Chatham"]
 FIRST_DAY = date(2025, 11, 20)
@@ -49,8 +46,7 @@ OLD = [event for event in EVENTS if event["timestamp"] < HORIZON.isoformat()]
 
 
 def prices() -> dict:
-    return {model["modelId"]: (model["promptPerMillion"], model["completionPerMillion"])
-            for model in json.loads(PRICES_FILE.read_text(), parse_float=str, parse_int=str)["models"]}
+    return catalogue_prices()  # llama-3-70b is in no catalogue: unpriced
 
 
 @pytest.fixture
@@ -259,7 +255,8 @@ def test_rebuild_rollups_works_in_short_transactions_and_mends_every_rollup(worl
         conn.execute("UPDATE rollup_quarter SET platform_cost = platform_cost + 7")
         for table in ("rollup_week", "rollup_day", "rollup_hour", "rollup_quarter"):
             conn.execute(f"INSERT INTO {table} SELECT owner_id, slot_start - 52 * 604800, series_id, requests, unpriced, "
-                         f"platform_tokens, user_tokens, platform_cost, user_cost FROM {table}")
+                         f"platform_tokens, user_tokens, platform_cost, user_cost, prompt_tokens, cached_prompt_tokens, "
+                         f"reasoning_tokens FROM {table}")
     conn.close()
     transactions = []
     monkeypatch.setattr(ingest, "write_transaction", lambda db: transactions.append(1) or write_transaction(db))

@@ -19,7 +19,7 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
                                                                       ExportTraceServiceResponse)
 
-from . import queries
+from . import pricing, queries
 from .api import body_limit, read_body, too_large
 from .auth import current_owner_id, now_iso, requires_scope
 from .errors import ApiError, detail
@@ -314,10 +314,9 @@ def create_auto_configs(db, owner_id: int, autos: dict[str, tuple[str, str]]) ->
     """Create the automatic configs not there yet (displayName = the model); inside the write
     transaction, and ON CONFLICT DO NOTHING, so two workers' first use both succeed."""
     for config_id, (provider, model) in autos.items():
-        known = db.execute(queries.MODEL_BY_ID, {"model_id": model}).fetchone()
         db.execute(queries.INSERT_CONFIG, {
             "owner_id": owner_id, "id": config_id, "display_name": model, "model_id": model,
-            "provider": provider, "model_name": known["display_name"] if known else model,
+            "provider": provider, "model_name": pricing.model_name(db, model, provider),  # as a created config's
             "provider_key_id": None, "settings": "{}", "created_at": now_iso(),
         })
 

@@ -334,7 +334,8 @@ DELETE FROM rollup_quarter
 WHERE slot_start < :horizon
 """
 QUARTERS_BEFORE = """
-SELECT owner_id, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost
+SELECT owner_id, slot_start, series_id, requests, unpriced, platform_tokens, user_tokens, platform_cost, user_cost,
+       prompt_tokens, cached_prompt_tokens, reasoning_tokens
 FROM rollup_quarter
 WHERE slot_start < :horizon
 ORDER BY owner_id, slot_start, series_id

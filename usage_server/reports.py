@@ -107,14 +107,15 @@ def slot_label(instant: int, granularity: str) -> str:
 def range_plan(start: date, end: date, granularity: str, zone_name: str,
                offsets: frozenset[int]) -> tuple[tuple[str, ...], tuple[tuple, ...]]:
     """Every bucket label in order, and per piece (grain, offset, first, last, label suffix,
-    the label of each of its slots in order; None for raw events). The same for every
-    owner, so worked out once per range, zone and set of local offsets: dashboards ask for
-    the same few ranges over and over, and a label costs more in a query than in Python."""
+    a memo of its slots' labels, filled as slots are read; None for raw events). The same for
+    every owner, so worked out once per range, zone and set of local offsets: dashboards ask
+    for the same few ranges over and over, and a label costs more in a query than in Python.
+    Labels are made only for slots that hold usage: a range of a century has millions of
+    slots, and no work here may grow with the range rather than with the data read."""
     zone = ZoneInfo(zone_name)
     lo, hi = local_midnight(start, zone), local_midnight(end + timedelta(days=1), zone)
     segs = segments(lo, hi, zone)
     labels = tuple(bucket_labels(start, end, granularity, segs, zone_name))
-    shared = {label: label for label in labels}  # slot labels refer to these strings, not copies
     pieces = []
     for seg in segs:
         suffix = hour_suffix(zone_name, seg.offset) if granularity == "hour" else ""
@@ -124,9 +125,7 @@ def range_plan(start: date, end: date, granularity: str, zone_name: str,
             spans = cover(seg.start, seg.end, seg.offset, GRANULARITY_SECONDS[granularity])
         for grain, first, last in spans:
             seconds = LOCAL_GRAINS[grain][0] if grain in LOCAL_GRAINS else grain
-            slot_labels = None if seconds == 1 else tuple(
-                shared[slot_label(slot + seg.offset, granularity) + suffix] for slot in range(first, last, seconds))
-            pieces.append((grain, seg.offset, first, last, suffix, slot_labels))
+            pieces.append((grain, seg.offset, first, last, suffix, None if seconds == 1 else {}))
     return labels, tuple(pieces)
 
 
@@ -154,10 +153,10 @@ def time_series(db: Connection, query: UsageQuery, offsets: frozenset[int]) -> l
             rows = ((points[bucket + suffix], requests, tokens, cost)
                     for bucket, requests, tokens, cost in db.execute(queries.EVENT_BUCKETS, params))
         else:
-            seconds = LOCAL_GRAINS[grain][0] if grain in LOCAL_GRAINS else grain
             owner_rollup = query.config_id is None and grain in queries.OWNER_SLOT_SUMS  # one row per slot
             statement = queries.OWNER_SLOT_SUMS[grain] if owner_rollup else queries.SLOT_SUMS[grain]
-            rows = ((points[slot_labels[(slot - first) // seconds]], requests, tokens, cost)
+            rows = ((points[slot_labels.get(slot) or slot_labels.setdefault(
+                        slot, slot_label(slot + offset, query.granularity) + suffix)], requests, tokens, cost)
                     for slot, requests, tokens, cost in db.execute(statement, params))
         for point, requests, tokens, cost in rows:
             point[0] += requests
