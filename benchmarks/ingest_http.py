@@ -86,15 +86,16 @@ def create_configs(base: str, key: str) -> None:
             response.raise_for_status()
 
 
-def batch_bodies(count: int, seed: int) -> list[bytes]:
-    """`count` batches of unique events over the last 30 days, as ready-to-send bytes."""
+def batch_bodies(count: int, seed: int, span: int = 30 * 86_400) -> list[bytes]:
+    """`count` batches of unique events over the last `span` seconds (30 days: a backfill, every
+    event in a rollup slot of its own; 600: live traffic, a few slots per batch), as ready-to-send bytes."""
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
     bodies = []
     for b in range(count):
         events = []
         for n in range(BATCH):
-            instant = now - timedelta(seconds=rng.randrange(30 * 86_400))
+            instant = now - timedelta(seconds=rng.randrange(span))
             zone = ZONES[n % len(ZONES)]
             stamp = instant.astimezone(zone).isoformat() if zone else instant.replace(tzinfo=None).isoformat()
             event = {"id": f"bench-{seed}-{b}-{n}", "timestamp": stamp, "modelConfigId": rng.choice(list(CONFIGS)),
@@ -134,6 +135,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10, help="1,000-event batches per run")
     parser.add_argument("--clients", type=int, default=1, help="concurrent client threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--span", type=int, default=30 * 86_400,
+                        help="seconds the events of a run spread over (600: live traffic)")
     parser.add_argument("--dir", default=None, help="where the database goes (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -148,12 +151,12 @@ def main() -> None:
             post_all(base, key, batch_bodies(2, seed=-1))  # warm-up: imports, caches, first pages
             rates = []
             for run in range(args.runs):
-                rate = timed_run(base, key, batch_bodies(args.batches, seed=run), args.clients)
+                rate = timed_run(base, key, batch_bodies(args.batches, seed=run, span=args.span), args.clients)
                 rates.append(rate)
                 print(f"run {run + 1}: {rate:,.0f} events/s")
             health = requests.get(f"{base}/health", timeout=10).json()
     print(f"median of {args.runs} runs: {statistics.median(rates):,.0f} events/s "
-          f"({args.batches} x {BATCH}-event batches per run, {args.clients} client(s), {args.workers} workers, "
+          f"({args.batches} x {BATCH}-event batches per run over {args.span:,} s, {args.clients} client(s), {args.workers} workers, "
           f"synchronous={health['pragmas']['synchronous']}, journal_mode={health['pragmas']['journal_mode']})")
 
 

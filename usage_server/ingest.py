@@ -125,25 +125,30 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
         rows.append((owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens, event.completion_tokens,
                      event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint, source,
                      event.cached_prompt_tokens, event.cache_write_tokens, event.reasoning_tokens))
-        platform = event.billing_source == "platform"
-        seconds = event.ts_us // 1_000_000
-        key = (seconds - seconds % FINEST_GRAIN, series_id)
-        sums = finest.get(key)
-        if sums is None:
-            sums = finest[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0]  # the columns of queries.ROLLUP_SUMS
-        sums[0] += 1
-        sums[1] += 1 - priced
-        sums[2 if platform else 3] += event.total_tokens
-        sums[4 if platform else 5] += cost
-        sums[6] += event.prompt_tokens
-        sums[7] += event.cached_prompt_tokens
-        sums[8] += event.reasoning_tokens
+        tally(finest, event, series_id, cost, priced)
     if rows:
         db.executemany(queries.INSERT_EVENT, rows)
         add_to_rollups(db, owner_id, finest)
         raise_budget_alerts(db, owner_id, stored_at)
     result.accepted = len(rows)
     return result
+
+
+def tally(finest: dict, event: NewEvent, series_id: int, cost: int, priced: int) -> None:
+    """Add a stored event to the sums of its (finest slot, series)."""
+    platform = event.billing_source == "platform"
+    seconds = event.ts_us // 1_000_000
+    key = (seconds - seconds % FINEST_GRAIN, series_id)
+    sums = finest.get(key)
+    if sums is None:
+        sums = finest[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0]  # the columns of queries.ROLLUP_SUMS
+    sums[0] += 1
+    sums[1] += 1 - priced
+    sums[2 if platform else 3] += event.total_tokens
+    sums[4 if platform else 5] += cost
+    sums[6] += event.prompt_tokens
+    sums[7] += event.cached_prompt_tokens
+    sums[8] += event.reasoning_tokens
 
 
 def refuse_pruned(db: Connection, events: list[NewEvent]) -> None:
@@ -181,16 +186,16 @@ def add_to_rollups(db: Connection, owner_id: int, finest: dict) -> None:
 def store_seeded_events(db: Connection, owner_id: int, events, configs: dict[str, Row], seen: set[str] | None = None,
                         chunk: int = 50_000) -> int:
     """The bulk form of store_events for generated usage (`usage-server seed`, benchmarks):
-    any number of events, inserted in chunks; then every rollup gets their sums, computed by
-    the database from the new rows (one GROUP BY per table, not a Python dict per slot). Ids
-    the owner holds already are skipped (not compared: a seed run again sends the same
-    events). Call inside a write transaction; returns how many were stored."""
+    any number of events, inserted in chunks; then every rollup gets their sums, added up
+    as store_events does (a dict per finest slot: a few thousand rows, where a GROUP BY per
+    rollup table over the new events cost several times more). Ids the owner holds already
+    are skipped (not compared: a seed run again sends the same events). Call inside a write
+    transaction; returns how many were stored."""
     series = {config_id: series_for(db, owner_id, row) for config_id, row in configs.items()}
     pricing = {config_id: model_pricing(db, row["model_id"], row["provider"]) for config_id, row in configs.items()}
     if seen is None:  # the ids the owner holds; a caller storing in steps passes its set, kept up to date
         seen = {row[0] for row in db.execute(queries.OWNER_EVENT_IDS, {"owner_id": owner_id})}
-    after = db.execute(queries.LAST_EVENT_ID).fetchone()[0]  # ids grow: the new rows are those above
-    rows, stored = [], 0
+    rows, stored, finest = [], 0, {}
     for event in events:
         if event.event_id in seen:
             continue
@@ -200,10 +205,12 @@ def store_seeded_events(db: Connection, owner_id: int, events, configs: dict[str
             cost, source = pricing[event.config_id].price(event.ts_us, event.prompt_tokens, event.completion_tokens,
                                                           event.cached_prompt_tokens, event.cache_write_tokens,
                                                           event.reasoning_tokens)
-        rows.append((owner_id, event.event_id, event.ts_us, series[event.config_id], event.prompt_tokens,
-                     event.completion_tokens, event.total_tokens, cost, int(source != NONE), event.execution_us,
+        priced, series_id = int(source != NONE), series[event.config_id]
+        rows.append((owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens,
+                     event.completion_tokens, event.total_tokens, cost, priced, event.execution_us,
                      event.billing_source, event.fingerprint(), source, event.cached_prompt_tokens,
                      event.cache_write_tokens, event.reasoning_tokens))
+        tally(finest, event, series_id, cost, priced)
         if len(rows) == chunk:
             db.executemany(queries.INSERT_EVENT, rows)
             stored, rows = stored + len(rows), []
@@ -211,16 +218,7 @@ def store_seeded_events(db: Connection, owner_id: int, events, configs: dict[str
         db.executemany(queries.INSERT_EVENT, rows)
         stored += len(rows)
     if stored:
-        new = {"owner_id": owner_id, "after": after}
-        for grain in ROLLUP_TABLES:
-            db.execute(queries.ADD_NEW_EVENTS[grain], {**new, "grain": grain, "phase": SLOT_PHASE[grain]})
-        for grain in OWNER_ROLLUP_TABLES:
-            db.execute(queries.OWNER_ADD_NEW_EVENTS[grain], {**new, "grain": grain, "phase": SLOT_PHASE[grain]})
-        offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
-        for key, (grain, phase) in LOCAL_GRAINS.items():
-            served = json.dumps([offset for offset in offsets if local_serves(key, offset)])
-            db.execute(queries.LOCAL_ADD_NEW_EVENTS[key], {**new, "grain": grain, "phase": phase, "offsets": served})
-        db.execute(queries.BUMP_OWNER_VERSION, {"owner_id": owner_id})
+        add_to_rollups(db, owner_id, finest)
     return stored
 
 

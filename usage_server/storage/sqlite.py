@@ -145,7 +145,10 @@ def set_deadline(conn: sqlite3.Connection, limit_ms: int) -> None:
 
 
 def file_identity(database: str):
-    """What tells a replaced, rewritten or re-permissioned file from the one a connection holds."""
+    """What tells a replaced or re-permissioned file from the one a connection holds. Not its
+    ctime: every checkpoint writes the file, and a connection reopened after each one loses
+    its page cache and its prepared statements (SQLite itself notices content written by
+    others)."""
     path = database_file(database)
     if path is None:
         return None
@@ -153,7 +156,7 @@ def file_identity(database: str):
         stat = os.stat(path)
     except OSError:
         return False
-    return stat.st_dev, stat.st_ino, stat.st_ctime_ns
+    return stat.st_dev, stat.st_ino, stat.st_mode, stat.st_uid, stat.st_gid
 
 
 
