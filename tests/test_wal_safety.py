@@ -73,6 +73,25 @@ def test_writers_keep_the_wal_small(app, client, make_key, monkeypatch, database
     assert frames < 100 < batches  # each 20-event batch changes about 100 rows: a checkpoint every other one
 
 
+def test_a_worker_keeps_its_connection_across_checkpoints(app, client, make_key, monkeypatch, database):
+    """A checkpoint rewrites the file but leaves it the same file: the worker's connection (its
+    page cache, its prepared statements) is kept, not opened again after every batch."""
+    monkeypatch.setattr(engine, "CHECKPOINT_CHANGES", 50)
+    key = make_key()
+    create_config(client, key, "cfg_a")
+    opened = []
+    real_connect = engine.connect
+    monkeypatch.setattr(engine, "connect", lambda *args, **kwargs: opened.append(1) or real_connect(*args, **kwargs))
+    for batch in range(20):  # each ~100-row batch is past CHECKPOINT_CHANGES: a checkpoint after each
+        events = [{"id": f"k{batch}-{index}", "timestamp": "2026-03-18T10:00:00Z", "modelConfigId": "cfg_a",
+                   "promptTokens": index, "completionTokens": batch} for index in range(20)]
+        assert client.post("/v1/model-usage/events", json={"events": events}, headers=bearer(key)).status_code == 200
+        assert client.get("/v1/model-usage", headers=bearer(key)).status_code == 200
+    with open_database(database) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] < 100  # the checkpoints did run
+    assert len(opened) <= 1  # at most the first request's
+
+
 def test_a_seed_beside_a_serving_app_never_makes_it_answer_503(tmp_path, database):
     """The seed commits in steps: the app's writes go through between them, none waits out its
     busy timeout, and the seed's events are seen arriving step by step."""

@@ -164,8 +164,8 @@ def kept_connection(app) -> sqlite3.Connection:
     """The calling thread's connection for `app`, opened on its first request and kept.
 
     Opening one (file, WAL index, schema, pragmas) costs more than a small query. It is
-    reopened after a fork, a change of settings, or a change of the file itself
-    (ctime), so requests behave as if each had opened its own.
+    reopened after a fork, a change of settings, or another file at the path (or its
+    permissions changed), so requests behave as if each had opened its own.
     """
     config, kept = app.config, app.extensions["usage_server.connections"]
     settings = tuple(config.get(name) for name in KEPT_SETTINGS)
