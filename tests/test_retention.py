@@ -8,7 +8,9 @@ import pytest
 
 from conftest import FROZEN_NOW, assert_error, bearer, create_config, post_events
 from oracle import expected_body
+from otlp_spans import export, llm
 from support import assert_rollups_equal_a_rebuild, catalogue_prices, open_database
+from test_otlp import accepted, send
 from usage_server import api, create_app, ingest, retention
 from usage_server.storage import checkpoint, connect, write_transaction
 from usage_server.storage.migrations import LATEST_VERSION
@@ -150,6 +152,20 @@ def test_an_event_older_than_the_horizon_is_refused_and_a_newer_one_counted_once
     # nothing of the refused batches was stored; alone, the new event is, and a re-send is a duplicate
     assert post_events(world["client"], world["key"], [new, kept]) == {"accepted": 1, "duplicates": 1, "conflicts": 0}
     assert answers(world, EVENTS + [new])
+
+
+def test_an_exported_span_older_than_the_horizon_is_rejected_and_the_others_stored(world):
+    """An OTLP export cannot be split by its exporter: spans that end before the horizon are
+    rejected one by one (partialSuccess), the newer ones of the same export stored."""
+    prune_now(world["app"])
+    horizon_ns = int(datetime.combine(HORIZON, datetime.min.time(), timezone.utc).timestamp()) * 10**9
+    old, new = llm(1, 1, start_ns=horizon_ns - 60 * 10**9), llm(1, 2, start_ns=horizon_ns)  # ends 58.5 s before it; after it
+    before = count_events(world["app"])
+    for _ in range(2):  # exported again: the old span is rejected again, the new one not counted twice
+        answer = accepted(send(world["client"], world["key"], export([old, new])))
+        assert answer.partial_success.rejected_spans == 1
+        assert f"retention horizon {HORIZON}" in answer.partial_success.error_message
+        assert count_events(world["app"]) == before + 1
 
 
 def test_the_horizon_is_kept_in_the_database_for_every_process(world, database):
