@@ -174,11 +174,6 @@ FROM usage_event
 WHERE owner_id = :owner_id
 """
 
-LAST_EVENT_ID = """
-SELECT COALESCE(MAX(id), 0)
-FROM usage_event
-"""
-
 INSERT_EVENT = """
 INSERT INTO usage_event (owner_id, event_id, ts_us, series_id, prompt_tokens, completion_tokens,
                          total_tokens, cost_micros, priced, execution_us, billing_source, fingerprint, price_source,
@@ -279,7 +274,7 @@ _EVENT_SUMS = """
        SUM(reasoning_tokens) AS reasoning_tokens
 """
 
-# {events}: which events, all (rebuilding) or those just stored in bulk (_NEW_EVENTS, seeding).
+# {events}: which events, all (rebuilding) or some (past a retention horizon, one owner's range).
 _REBUILD_ROLLUP = """
 INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
                      platform_tokens, user_tokens, platform_cost, user_cost,
@@ -290,25 +285,8 @@ SELECT owner_id,
 WHERE {events}
 GROUP BY owner_id, slot_start, series_id
 """
-_NEW_EVENTS = "usage_event.owner_id = :owner_id AND usage_event.id > :after"
 CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.items()}
 REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table, events="1 = 1") for grain, table in ROLLUP_TABLES.items()}
-ADD_NEW_EVENTS = {
-    grain: _REBUILD_ROLLUP.format(table=table, events=_NEW_EVENTS)
-    + "ON CONFLICT (owner_id, slot_start, series_id) DO UPDATE SET" + _ADD_EXCLUDED.format(table=table)
-    for grain, table in ROLLUP_TABLES.items()
-}
-
-_OWNER_NEW_EVENTS = """
-INSERT INTO {table} (owner_id, slot_start, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost,
-                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
-SELECT owner_id,
-       ts_us / 1000000 - (ts_us / 1000000 + :phase) % :grain AS slot_start,""" + _EVENT_SUMS + """FROM usage_event
-WHERE """ + _NEW_EVENTS + """
-GROUP BY owner_id, slot_start
-ON CONFLICT (owner_id, slot_start) DO UPDATE SET""" + _ADD_EXCLUDED
-OWNER_ADD_NEW_EVENTS = {grain: _OWNER_NEW_EVENTS.format(table=table) for grain, table in OWNER_ROLLUP_TABLES.items()}
 
 # Owner rollups from the series rollup of the same grain, just rebuilt.
 _REBUILD_OWNER_ROLLUP = """
@@ -364,15 +342,9 @@ SELECT owner_id,
        series_id,""" + _EVENT_SUMS + """
 FROM usage_event, rollup_offset
 WHERE utc_offset IN (SELECT CAST(value AS INTEGER) FROM json_each(:offsets))
-  AND {events}
 GROUP BY owner_id, utc_offset, local_start, series_id
 """
-REBUILD_LOCAL = {key: _REBUILD_LOCAL.format(table=table, events="1 = 1") for key, table in LOCAL_TABLES.items()}
-LOCAL_ADD_NEW_EVENTS = {
-    key: _REBUILD_LOCAL.format(table=table, events=_NEW_EVENTS)
-    + "ON CONFLICT (owner_id, utc_offset, slot_start, series_id) DO UPDATE SET" + _ADD_EXCLUDED.format(table=table)
-    for key, table in LOCAL_TABLES.items()
-}
+REBUILD_LOCAL = {key: _REBUILD_LOCAL.format(table=table) for key, table in LOCAL_TABLES.items()}
 CLEAR_LOCAL = {key: f"DELETE FROM {table}" for key, table in LOCAL_TABLES.items()}
 
 # Registering an offset after data exists: its slots are sums of whole quarter hours, since
