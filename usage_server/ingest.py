@@ -7,7 +7,7 @@ from . import queries
 from .budgets import raise_budget_alerts
 from .errors import ApiError, detail
 from .money import usd_to_micros
-from .pricing import NONE, SENT, model_pricing
+from .pricing import NONE, SENT, ModelPricing, model_pricing
 from .queries import LOCAL_GRAINS, OWNER_ROLLUP_TABLES, ROLLUP_TABLES, SLOT_PHASE, local_serves
 from .retention import horizon_date, horizon_us
 from .storage import Connection, Row, checkpoint, unavailable_reason, write_transaction
@@ -111,27 +111,35 @@ def store_events(db: Connection, owner_id: int, events: list[NewEvent], configs:
             result.conflicts += seen[event.event_id] != fingerprint
             continue
         seen[event.event_id] = fingerprint
-        cost, source = event.cost_micros, SENT
-        if cost is None:
+        model = None
+        if event.cost_micros is None:
             model = pricing.get(event.config_id)
             if model is None:
                 config = configs[event.config_id]
                 model = pricing[event.config_id] = model_pricing(db, config["model_id"], config["provider"])
-            cost, source = model.price(event.ts_us, event.prompt_tokens, event.completion_tokens,
-                                       event.cached_prompt_tokens, event.cache_write_tokens, event.reasoning_tokens)
-        priced = int(source != NONE)
-        series_id = series[event.config_id]
         stored_at.setdefault(event.config_id, []).append(event.ts_us)
-        rows.append((owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens, event.completion_tokens,
-                     event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint, source,
-                     event.cached_prompt_tokens, event.cache_write_tokens, event.reasoning_tokens))
-        tally(finest, event, series_id, cost, priced)
+        rows.append(event_row(owner_id, event, series[event.config_id], fingerprint, model, finest))
     if rows:
         db.executemany(queries.INSERT_EVENT, rows)
         add_to_rollups(db, owner_id, finest)
         raise_budget_alerts(db, owner_id, stored_at)
     result.accepted = len(rows)
     return result
+
+
+def event_row(owner_id: int, event: NewEvent, series_id: int, fingerprint: int, model: ModelPricing | None,
+              finest: dict) -> tuple:
+    """The usage_event row of a new event, priced by `model` unless it sent its cost (then
+    None), and its usage added to `finest`."""
+    cost, source = event.cost_micros, SENT
+    if cost is None:
+        cost, source = model.price(event.ts_us, event.prompt_tokens, event.completion_tokens,
+                                   event.cached_prompt_tokens, event.cache_write_tokens, event.reasoning_tokens)
+    priced = int(source != NONE)
+    tally(finest, event, series_id, cost, priced)
+    return (owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens, event.completion_tokens,
+            event.total_tokens, cost, priced, event.execution_us, event.billing_source, fingerprint, source,
+            event.cached_prompt_tokens, event.cache_write_tokens, event.reasoning_tokens)
 
 
 def tally(finest: dict, event: NewEvent, series_id: int, cost: int, priced: int) -> None:
@@ -200,17 +208,8 @@ def store_seeded_events(db: Connection, owner_id: int, events, configs: dict[str
         if event.event_id in seen:
             continue
         seen.add(event.event_id)
-        cost, source = event.cost_micros, SENT
-        if cost is None:
-            cost, source = pricing[event.config_id].price(event.ts_us, event.prompt_tokens, event.completion_tokens,
-                                                          event.cached_prompt_tokens, event.cache_write_tokens,
-                                                          event.reasoning_tokens)
-        priced, series_id = int(source != NONE), series[event.config_id]
-        rows.append((owner_id, event.event_id, event.ts_us, series_id, event.prompt_tokens,
-                     event.completion_tokens, event.total_tokens, cost, priced, event.execution_us,
-                     event.billing_source, event.fingerprint(), source, event.cached_prompt_tokens,
-                     event.cache_write_tokens, event.reasoning_tokens))
-        tally(finest, event, series_id, cost, priced)
+        rows.append(event_row(owner_id, event, series[event.config_id], event.fingerprint(), pricing[event.config_id],
+                              finest))
         if len(rows) == chunk:
             db.executemany(queries.INSERT_EVENT, rows)
             stored, rows = stored + len(rows), []
