@@ -18,6 +18,10 @@ from usage_server.queries import ROLLUP_TABLES
 
 WEEK = 7 * 86_400
 FORK = multiprocessing.get_context("fork")
+# Adding routes compiles URL builders with ast.parse, which CPython 3.11 cannot run in two
+# threads at once ("AST constructor recursion depth mismatch"): writer threads make their
+# apps one at a time.
+APP_CREATION = threading.Lock()
 CONFIGS = (("cfg_priced", "gpt-4o", "OpenAI"), ("cfg_unlisted", "house-model", "Acme"), ("cfg_mini", "gpt-4o-mini", "OpenAI"))
 FAST = "America/Los_Angeles,Asia/Kathmandu"  # local days at -8:00, -7:00, +5:30 and +5:45 too, local hours at the last two
 
@@ -175,7 +179,9 @@ def post_until_stored(client, key: str, batch: list[dict]) -> None:
 def ingest_share(database: str, key: str, worker: int, batches: int) -> None:
     """A writer of its own app (its own connections): ids overlap the other writers'."""
     rng = random.Random(worker)
-    client = create_app({"TESTING": True, "DATABASE": database, "BUSY_TIMEOUT_MS": 2000, "FAST_TIMEZONES": FAST}).test_client()
+    with APP_CREATION:
+        client = create_app({"TESTING": True, "DATABASE": database, "BUSY_TIMEOUT_MS": 2000,
+                             "FAST_TIMEZONES": FAST}).test_client()
     base = datetime(2026, 2, 1, tzinfo=timezone.utc)
     for number in range(batches):
         batch = [event(rng, f"w{worker}-{number}-{n}", base, days=10) for n in range(40)]
