@@ -1,6 +1,7 @@
 """Token details (cachedPromptTokens, cacheWriteTokens, reasoningTokens): validated, stored,
 summed and answered on both engines; events sent before them keep their fingerprints; the
 migration that adds them fills the rollups of a database's stored events."""
+import dataclasses
 import importlib.util
 import random
 import re
@@ -139,9 +140,9 @@ def test_an_event_without_details_keeps_the_fingerprint_of_earlier_releases():
                      completion_tokens=20, total_tokens=120, cost_micros=None, execution_us=1_500_000,
                      billing_source="platform")
     assert event.fingerprint() == 5_493_890_094_693_489_850
-    assert NewEvent(**{**event.__dict__, "reasoning_tokens": 0}).fingerprint() == event.fingerprint()
+    assert dataclasses.replace(event, reasoning_tokens=0).fingerprint() == event.fingerprint()
     for detail in ("cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens"):
-        assert NewEvent(**{**event.__dict__, detail: 1}).fingerprint() != event.fingerprint()
+        assert dataclasses.replace(event, **{detail: 1}).fingerprint() != event.fingerprint()
 
 
 def test_resending_with_or_without_details(client, writer):
