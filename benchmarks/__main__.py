@@ -26,7 +26,12 @@ TARGET_GROWTH = 1.5  # latency at the largest size over the smallest
 TARGET_TRIVIAL = 2  # a usage query's time over the trivial request's, through the WSGI app
 TARGET_TRIVIAL_HTTP = {"365 days/day": 2}  # the same over HTTP; 1.5 for every other query
 TARGET_TRIVIAL_HTTP_DEFAULT = 1.5
-TARGET_INGEST = 25_000  # events/s
+TARGET_INGEST = 40_000  # events/s over HTTP, 2 workers, 1,000-event batches, durable, in each shape below
+INGEST_WORKERS = 2
+INGEST_SHAPES = {  # the span of time a run's events are spread over
+    "live traffic (the last 10 minutes)": 600,  # a few rollup slots per batch
+    "backfill (the last year)": 365 * 86_400,  # nearly every event in rollup slots of its own
+}
 TARGET_SEED_SECONDS = 15  # for one million events
 TARGET_RSS_MB = 150
 TARGET_ENGINE_RATIO = 2  # PostgreSQL's time over SQLite's, over HTTP
@@ -39,7 +44,7 @@ class SizeResult:
     engine: str  # "sqlite" or "postgresql"
     data: dataset.Dataset
     settle_seconds: float | None  # VACUUM ANALYZE after seeding, where the engine wants one
-    ingest: dict  # workers -> events/s
+    ingest: dict  # shape (INGEST_SHAPES) -> events/s
     timings: list = field(default_factory=list)
     served: server.ServedFigures | None = None
 
@@ -71,10 +76,10 @@ def prepare(events: int, engine, args) -> SizeResult:
     settle_seconds = engine.settle(data.database)
     write_key = latency.new_key(data.database, INGEST_OWNER, ("read", "write"))
     ingest = {}
-    for workers in (2, 4):
-        say(f"{tag} ingesting over HTTP with {workers} workers ...")
-        ingest[workers] = server.ingestion_rate(data.database, write_key, workers, args.ingest_runs,
-                                                args.ingest_batches, first_seed=workers * 1000)
+    for number, (shape, span) in enumerate(INGEST_SHAPES.items(), start=1):
+        say(f"{tag} ingesting over HTTP with {INGEST_WORKERS} workers, {shape} ...")
+        ingest[shape] = server.ingestion_rate(data.database, write_key, INGEST_WORKERS, args.ingest_runs,
+                                              args.ingest_batches, first_seed=number * 1000, span=span)
     return SizeResult(engine.name, data, settle_seconds, ingest)
 
 
@@ -124,8 +129,8 @@ def table(result: SizeResult, durability: str) -> list[str]:
         f"| {LARGEST} (HTTP only) | | | | | | | {result.served.http_median_ms[LARGEST]:.2f} |",
         "",
         f"- seeding: {data.events:,} events in {data.seconds:.1f} s = {data.events / data.seconds:,.0f} events/s{settled}",
-        f"- ingestion over HTTP, 1,000-event batches, {durability}, rollups included: "
-        + ", ".join(f"{workers} workers {rate:,.0f} events/s" for workers, rate in result.ingest.items()),
+        f"- ingestion over HTTP, {INGEST_WORKERS} workers, 1,000-event batches, {durability}, rollups included: "
+        + ", ".join(f"{shape} {rate:,.0f} events/s" for shape, rate in result.ingest.items()),
         f"- a worker's peak RSS (VmHWM) after every query above and the largest range: "
         f"{result.served.peak_rss_mb:.0f} MB",
     ]
@@ -171,51 +176,102 @@ def side_by_side(grouped: dict[str, list[SizeResult]]) -> list[str]:
             lines.append(f"| {name} | {sqlite.served.http_median_ms[name]:.2f} | "
                          f"{postgresql.served.http_median_ms[name]:.2f} | {http:.2f}× | "
                          + ("" if wsgi is None else f"{wsgi:.2f}×") + " |")
-        lines += ["", "- ingestion over HTTP, 1,000-event batches (PostgreSQL ÷ SQLite): " + ", ".join(
-            f"{workers} workers {postgresql.ingest[workers]:,.0f} ÷ {rate:,.0f} events/s = "
-            f"{postgresql.ingest[workers] / rate:.2f}×" for workers, rate in sqlite.ingest.items()),
+        lines += ["", f"- ingestion over HTTP, {INGEST_WORKERS} workers, 1,000-event batches (PostgreSQL ÷ SQLite): "
+                  + ", ".join(f"{shape} {postgresql.ingest[shape]:,.0f} ÷ {rate:,.0f} events/s = "
+                              f"{postgresql.ingest[shape] / rate:.2f}×" for shape, rate in sqlite.ingest.items()),
             f"- seeding: {postgresql.data.seconds:.1f} s ÷ {sqlite.data.seconds:.1f} s = "
             f"{postgresql.data.seconds / sqlite.data.seconds:.2f}× the time", ""]
     return lines
 
 
+@dataclass(frozen=True)
+class Check:
+    """One target: met when `measured` is at least (or at most) `limit`; `why` says why it
+    can be missed, from the profiles in docs/performance.md, and is printed when it is."""
+
+    target: str
+    figure: str  # what was measured, as printed
+    measured: float
+    limit: float
+    at_least: bool
+    why: str
+
+    @property
+    def met(self) -> bool:
+        return self.measured >= self.limit if self.at_least else self.measured <= self.limit
+
+    @property
+    def missed_by(self) -> str:
+        """How far from the target: the factor the measured figure has to improve by."""
+        if self.met:
+            return ""
+        factor = self.limit / self.measured if self.at_least else self.measured / self.limit
+        gap = abs(self.measured - self.limit) / self.limit
+        side = "short" if self.at_least else "over"
+        return f"{factor:.2f}× ({gap:.1%} {side})" if gap < 0.1 else f"{factor:.2f}× ({gap:.0%} {side})"
+
+
+WHY = {  # the reasons a target is missed, as the profiles in docs/performance.md show them
+    "speedup": "queries for one configuration read its series' rollup rows (the owner rollups serve the others); "
+               "PostgreSQL's raw scans are fast, which makes its baseline low",
+    "growth": "more rollup rows per series at the larger size, and a colder page cache",
+    "engine": "every statement is a round trip to the PostgreSQL server, in a REPEATABLE READ transaction",
+    "trivial": "Python per bucket (a dict per point, 365 of them by day) and the per-model totals, where the "
+               "trivial request reads one short list",
+    "ingest": "a batch holds the write lock for its inserts into three B-trees, its rollup upserts and an fsync'd "
+              "commit (12 to 18 ms per 1,000 events), and parsing and validation add 5 to 10 ms on two cores "
+              "shared with the client",
+    "seed": "about 8 µs an event to generate and 19 µs to store (SQLite's insert into three B-trees 8 µs, "
+            "then the fingerprint, the price and the rollup sums)",
+    "rss": "the genai-prices catalogue and the libraries loaded in each worker",
+}
+
+
 def targets(results: list[SizeResult], sqlite: list[SizeResult] | None = None) -> list[str]:
-    """Each target with the figure that decides it (the largest size decides), for one engine;
-    `sqlite`, given for PostgreSQL's results, adds the target of PostgreSQL beside SQLite."""
+    """Each target with the figure that decides it (the largest size decides), for one engine,
+    and for each one missed by how much and why; `sqlite`, given for PostgreSQL's results,
+    adds the target of PostgreSQL beside SQLite."""
     last = results[-1]
     trivial = last.timings[0].median_ms
     checks = []
     speedups = [timing.baseline_ms / timing.median_ms for timing in last.timings[1:]]
-    checks.append((f"every query ≥ {TARGET_SPEEDUP}× faster than the baseline", f"lowest {min(speedups):,.0f}×",
-                   min(speedups) >= TARGET_SPEEDUP))
+    slowest = min(zip(speedups, last.timings[1:]), key=lambda pair: pair[0])
+    checks.append(Check(f"every query ≥ {TARGET_SPEEDUP}× faster than the baseline",
+                        f"lowest {slowest[0]:,.0f}× ({slowest[1].name})", slowest[0], TARGET_SPEEDUP, True, WHY["speedup"]))
     hourly = next(timing for timing in last.timings if timing.name == "last_7_days/hour")
-    checks.append((f"last_7_days/hour ≥ {TARGET_SPEEDUP}× faster than the baseline",
-                   f"{hourly.baseline_ms / hourly.median_ms:,.0f}×", hourly.baseline_ms / hourly.median_ms >= TARGET_SPEEDUP))
+    speedup = hourly.baseline_ms / hourly.median_ms
+    checks.append(Check(f"last_7_days/hour ≥ {TARGET_SPEEDUP}× faster than the baseline", f"{speedup:,.0f}×", speedup,
+                        TARGET_SPEEDUP, True, WHY["speedup"]))
     if len(results) > 1:
-        growth = [large.median_ms / small.median_ms for small, large in zip(results[0].timings, last.timings)][1:]
-        checks.append((f"latency within {TARGET_GROWTH}× from the smallest to the largest size",
-                       f"highest {max(growth):.2f}×", max(growth) <= TARGET_GROWTH))
+        growth = max(large.median_ms / small.median_ms for small, large in zip(results[0].timings[1:], last.timings[1:]))
+        checks.append(Check(f"latency within {TARGET_GROWTH}× from the smallest to the largest size",
+                            f"highest {growth:.2f}×", growth, TARGET_GROWTH, False, WHY["growth"]))
     if sqlite:
         worst, name = max((http, name) for name, (http, _) in engine_ratios(sqlite[-1], last).items()
                           if name != latency.TRIVIAL)
-        checks.append((f"every usage query within {TARGET_ENGINE_RATIO}× of SQLite's time over HTTP",
-                       f"highest {worst:.2f}× ({name})", worst <= TARGET_ENGINE_RATIO))
+        checks.append(Check(f"every usage query within {TARGET_ENGINE_RATIO}× of SQLite's time over HTTP",
+                            f"highest {worst:.2f}× ({name})", worst, TARGET_ENGINE_RATIO, False, WHY["engine"]))
     http = last.served.http_median_ms
     for timing in last.timings[1:]:
         limit = TARGET_TRIVIAL_HTTP.get(timing.name.removesuffix(" +config"), TARGET_TRIVIAL_HTTP_DEFAULT)
         ratio, over_http = timing.median_ms / trivial, http[timing.name] / http[latency.TRIVIAL]
-        checks.append((f"{timing.name} ≤ {TARGET_TRIVIAL}× trivial (WSGI) / ≤ {limit}× (HTTP)",
-                       f"{ratio:.2f}× / {over_http:.2f}×",
-                       f"{'yes' if ratio <= TARGET_TRIVIAL else 'no'} / {'yes' if over_http <= limit else 'no'}"))
-    rate = min(min(result.ingest.values()) for result in results)
-    checks.append((f"ingestion ≥ {TARGET_INGEST:,} events/s", f"lowest {rate:,.0f} events/s", rate >= TARGET_INGEST))
+        checks.append(Check(f"{timing.name} ≤ {TARGET_TRIVIAL}× trivial, in process", f"{ratio:.2f}×", ratio,
+                            TARGET_TRIVIAL, False, WHY["trivial"]))
+        checks.append(Check(f"{timing.name} ≤ {limit}× trivial, over HTTP", f"{over_http:.2f}×", over_http, limit, False,
+                            WHY["trivial"]))
+    for shape in INGEST_SHAPES:
+        rate = min(result.ingest[shape] for result in results)
+        checks.append(Check(f"ingestion ≥ {TARGET_INGEST:,} events/s, {INGEST_WORKERS} workers, {shape}",
+                            f"lowest {rate:,.0f} events/s", rate, TARGET_INGEST, True, WHY["ingest"]))
     seed_seconds = max(result.data.seconds / result.data.events * 1_000_000 for result in results)
-    checks.append((f"seeding 1M events < {TARGET_SEED_SECONDS} s", f"{seed_seconds:.1f} s per million",
-                   seed_seconds < TARGET_SEED_SECONDS))
+    checks.append(Check(f"seeding 1M events ≤ {TARGET_SEED_SECONDS} s", f"{seed_seconds:.1f} s per million",
+                        seed_seconds, TARGET_SEED_SECONDS, False, WHY["seed"]))
     rss = max(result.served.peak_rss_mb for result in results)
-    checks.append((f"worker peak RSS < {TARGET_RSS_MB} MB", f"{rss:.0f} MB", rss < TARGET_RSS_MB))
-    return [f"## Targets, {last.label}", "", "| target | measured | met |", "|---|---:|:---:|"] + [
-        f"| {name} | {figure} | {met if isinstance(met, str) else 'yes' if met else 'no'} |" for name, figure, met in checks]
+    checks.append(Check(f"worker peak RSS < {TARGET_RSS_MB} MB", f"{rss:.0f} MB", rss, TARGET_RSS_MB, False, WHY["rss"]))
+    return [f"## Targets, {last.label}", "", "| target | measured | met | missed by | why |", "|---|---:|:---:|---:|---|"] + [
+        f"| {check.target} | {check.figure} | {'yes' if check.met else 'no'} | {check.missed_by} | "
+        f"{'' if check.met else check.why} |" for check in checks] + [
+        "", "The reasons come from the profiles in docs/performance.md."]
 
 
 def report(results: list[SizeResult], opened: dict) -> str:

@@ -61,11 +61,14 @@ def served(targets: list[tuple[str, str]], urls: dict, rounds: int) -> list[Serv
     return figures
 
 
-def ingestion_rate(database: str, key: str, workers: int, runs: int, batches: int, first_seed: int) -> float:
-    """Median events/s of `runs` runs of `batches` 1,000-event batches, one client per worker."""
+def ingestion_rate(database: str, key: str, workers: int, runs: int, batches: int, first_seed: int,
+                   span: int) -> float:
+    """Median events/s of `runs` runs of `batches` 1,000-event batches, one client per worker,
+    the events spread over the last `span` seconds."""
     with ingest_http.gunicorn(database, workers) as (_, base):
         ingest_http.create_configs(base, key)
-        ingest_http.post_all(base, key, ingest_http.batch_bodies(workers, seed=first_seed))  # warm-up
-        rates = [ingest_http.timed_run(base, key, ingest_http.batch_bodies(batches, seed=first_seed + 1 + run), workers)
+        ingest_http.post_all(base, key, ingest_http.batch_bodies(workers, seed=first_seed, span=span))  # warm-up
+        rates = [ingest_http.timed_run(base, key, ingest_http.batch_bodies(batches, seed=first_seed + 1 + run, span=span),
+                                       workers)
                  for run in range(runs)]
     return statistics.median(rates)

@@ -26,9 +26,24 @@ def test_smoke_run_prints_the_whole_table_with_equal_answers(tmp_path):
         assert same == "yes", name  # the same answer as GROUP BY over the raw events
         assert float(median) > 0 and float(p95) >= float(median) and float(http) > 0
         assert float(baseline) >= 0  # written to 0.1 ms: a fast machine's tiny baseline reads 0.0
-    for needle in ("seeding: 3,000 events", "2 workers", "4 workers", "peak RSS", "## Targets"):
+    for needle in ("seeding: 3,000 events", "2 workers, 1,000-event batches", "live traffic (the last 10 minutes)",
+                   "backfill (the last year)", "peak RSS", "## Targets"):
         assert needle in result.stdout
+    targets = sections(result.stdout)["Targets, SQLite"]
+    assert any(row[0].startswith("ingestion ≥ 40,000 events/s, 2 workers, backfill") for row in targets)
+    for target, _, met, missed_by, why in targets:  # a missed target says by how much and why
+        assert (met, bool(missed_by), bool(why)) in (("yes", False, False), ("no", True, True)), target
     assert list(tmp_path.iterdir()) == []  # temporary databases deleted
+
+
+def test_a_missed_target_says_the_factor_it_was_missed_by():
+    from benchmarks.__main__ import Check
+
+    assert Check("rate", "", 30_000, 40_000, True, "why").missed_by == "1.33× (25% short)"
+    assert Check("ratio", "", 3.0, 2.0, False, "why").missed_by == "1.50× (50% over)"
+    assert Check("ratio", "", 2.0, 2.0, False, "why").missed_by == ""  # met exactly
+    assert Check("ratio", "", 2.01, 2.0, False, "why").missed_by == "1.00× (0.5% over)"
+    assert not Check("rate", "", 39_999, 40_000, True, "why").met
 
 
 def test_zones_smoke_run_compares_every_zone_with_utc_and_the_same_answers(tmp_path):
@@ -81,8 +96,9 @@ def test_postgresql_smoke_run_beside_sqlite(tmp_path, postgres):
         assert low - 0.005 <= float(ratio.rstrip("×")) <= high + 0.005, name
     targets = {row[0]: row for row in found["Targets, PostgreSQL"]}
     assert "every usage query within 2× of SQLite's time over HTTP" in targets
-    for needle in ("synchronous_commit=on, rollups included: 2 workers", "then VACUUM (ANALYZE) in",
-                   "- ingestion over HTTP, 1,000-event batches (PostgreSQL ÷ SQLite): 2 workers", "## Targets, SQLite"):
+    for needle in ("synchronous_commit=on, rollups included: live traffic", "then VACUUM (ANALYZE) in",
+                   "- ingestion over HTTP, 2 workers, 1,000-event batches (PostgreSQL ÷ SQLite): live traffic",
+                   "## Targets, SQLite"):
         assert needle in result.stdout
     assert list(tmp_path.iterdir()) == []
     with psycopg.connect(postgres.superuser_url) as conn:  # the benchmark's databases dropped
