@@ -4,10 +4,13 @@ Timings are not checked (CI machines vary); that it runs, that the pre-aggregate
 answers equal the raw-event baseline's, and that it leaves no database behind are.
 """
 import os
+import platform
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import apsw
 import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,3 +121,31 @@ def test_otlp_ingestion_smoke_run_prints_both_rates_their_ratio_and_the_same_usa
     assert abs(float(lines["OTLP / events"].split("x")[0]) - spans / events) <= 0.0051  # of the unrounded rates
     assert lines["same usage stored by both"] == "yes"
     assert list(tmp_path.iterdir()) == []  # the temporary database deleted
+
+
+def test_sqlite_drivers_smoke_run_prints_both_drivers_their_versions_and_the_same_rows(tmp_path):
+    """sqlite3 beside apsw: every median printed, each ratio apsw ÷ sqlite3 of the printed figures
+    (3 significant digits, ratio to 0.01), both SQLite versions, and equal databases afterwards."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks.sqlite_drivers", "--smoke", "--dir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = sections(result.stdout)
+    header, *medians = found["Medians"]
+    assert header == ["round", "write batches/s, sqlite3", "apsw", "ratio", "read ms, sqlite3", "apsw", "ratio",
+                      "point µs, sqlite3", "apsw", "ratio"]
+    assert [row[0] for row in medians] == ["1", "2", "all"]
+    for row in medians:
+        for start in (1, 4, 7):  # write, read, point
+            sqlite3_value, apsw_value = float(row[start].replace(",", "")), float(row[start + 1].replace(",", ""))
+            ratio = float(row[start + 2].rstrip("×"))
+            assert sqlite3_value > 0 and apsw_value > 0 and ratio > 0, row
+            assert abs(ratio - apsw_value / sqlite3_value) <= 0.011 * apsw_value / sqlite3_value + 0.005, row
+    header, *drivers = found["Drivers"]
+    assert header == ["driver", "driver version", "SQLite", "usage_event rows", "rollup_hour rows"]
+    events = f"{2 * 3 * 1_000:,}"  # 2 rounds x 3 batches x 1,000 events, per driver
+    assert drivers[0][:4] == ["sqlite3", f"Python {platform.python_version()}", sqlite3.sqlite_version, events]
+    assert drivers[1][:4] == ["apsw", apsw.apswversion(), apsw.sqlite_lib_version(), events]
+    assert drivers[0][4] == drivers[1][4] and int(drivers[0][4]) > 0
+    for needle in ("same rows in both databases: yes", "same read answer from both: yes", "load average"):
+        assert needle in result.stdout
+    assert list(tmp_path.iterdir()) == []  # the temporary databases deleted
