@@ -194,7 +194,7 @@ def rollup_day_rows(count: int, seed: int = 7) -> list[tuple]:
 
 def figure(value: float) -> str:
     """Three significant digits at least, so a tiny smoke run on a fast machine shows no 0.00."""
-    return f"{value:,.1f}" if value >= 100 else f"{value:.3g}"
+    return f"{value:,.1f}" if value >= 100 else f"{value:#.3g}"
 
 
 def table_row(label: str, figures: dict) -> str:
