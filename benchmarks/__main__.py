@@ -212,8 +212,7 @@ class Check:
 
 
 WHY = {  # the reasons a target is missed, as the profiles in docs/performance.md show them
-    "speedup": "queries for one configuration read its series' rollup rows (the owner rollups serve the others); "
-               "PostgreSQL's raw scans are fast, which makes its baseline low",
+    "speedup": "queries for one configuration read its series' rollup rows (the owner rollups serve the others)",
     "growth": "more rollup rows per series at the larger size, and a colder page cache",
     "engine": "every statement is a round trip to the PostgreSQL server, in a REPEATABLE READ transaction",
     "trivial": "Python per bucket (a dict per point, 365 of them by day) and the per-model totals, where the "
@@ -225,6 +224,18 @@ WHY = {  # the reasons a target is missed, as the profiles in docs/performance.m
             "then the fingerprint, the price and the rollup sums)",
     "rss": "the genai-prices catalogue and the libraries loaded in each worker",
 }
+WHY_POSTGRESQL = {  # where PostgreSQL's reasons differ
+    "speedup": "PostgreSQL scans a week or one configuration's raw events in well under a second, and every "
+               "answer pays its round trips to the server (a trivial request is half of it): the baseline bounds "
+               "the ratio",
+    "trivial": "a usage answer makes more round trips to the server than the trivial request (offsets and "
+               "version, series, totals, buckets), then Python per bucket",
+    "ingest": "a batch is copied into usage_event and staged for each rollup's upsert (about 2,400 rows in a "
+              "backfill), under one advisory lock with its commit's WAL flush; the server, two workers and "
+              "the client share two cores",
+    "seed": "about 8 µs an event to generate, then each 10,000-event step copied to the server with its "
+            "rollup upserts and committed",
+}
 
 
 def targets(results: list[SizeResult], sqlite: list[SizeResult] | None = None) -> list[str]:
@@ -233,41 +244,42 @@ def targets(results: list[SizeResult], sqlite: list[SizeResult] | None = None) -
     adds the target of PostgreSQL beside SQLite."""
     last = results[-1]
     trivial = last.timings[0].median_ms
+    why = {**WHY, **(WHY_POSTGRESQL if last.engine == "postgresql" else {})}
     checks = []
     speedups = [timing.baseline_ms / timing.median_ms for timing in last.timings[1:]]
     slowest = min(zip(speedups, last.timings[1:]), key=lambda pair: pair[0])
     checks.append(Check(f"every query ≥ {TARGET_SPEEDUP}× faster than the baseline",
-                        f"lowest {slowest[0]:,.0f}× ({slowest[1].name})", slowest[0], TARGET_SPEEDUP, True, WHY["speedup"]))
+                        f"lowest {slowest[0]:,.0f}× ({slowest[1].name})", slowest[0], TARGET_SPEEDUP, True, why["speedup"]))
     hourly = next(timing for timing in last.timings if timing.name == "last_7_days/hour")
     speedup = hourly.baseline_ms / hourly.median_ms
     checks.append(Check(f"last_7_days/hour ≥ {TARGET_SPEEDUP}× faster than the baseline", f"{speedup:,.0f}×", speedup,
-                        TARGET_SPEEDUP, True, WHY["speedup"]))
+                        TARGET_SPEEDUP, True, why["speedup"]))
     if len(results) > 1:
         growth = max(large.median_ms / small.median_ms for small, large in zip(results[0].timings[1:], last.timings[1:]))
         checks.append(Check(f"latency within {TARGET_GROWTH}× from the smallest to the largest size",
-                            f"highest {growth:.2f}×", growth, TARGET_GROWTH, False, WHY["growth"]))
+                            f"highest {growth:.2f}×", growth, TARGET_GROWTH, False, why["growth"]))
     if sqlite:
         worst, name = max((http, name) for name, (http, _) in engine_ratios(sqlite[-1], last).items()
                           if name != latency.TRIVIAL)
         checks.append(Check(f"every usage query within {TARGET_ENGINE_RATIO}× of SQLite's time over HTTP",
-                            f"highest {worst:.2f}× ({name})", worst, TARGET_ENGINE_RATIO, False, WHY["engine"]))
+                            f"highest {worst:.2f}× ({name})", worst, TARGET_ENGINE_RATIO, False, why["engine"]))
     http = last.served.http_median_ms
     for timing in last.timings[1:]:
         limit = TARGET_TRIVIAL_HTTP.get(timing.name.removesuffix(" +config"), TARGET_TRIVIAL_HTTP_DEFAULT)
         ratio, over_http = timing.median_ms / trivial, http[timing.name] / http[latency.TRIVIAL]
         checks.append(Check(f"{timing.name} ≤ {TARGET_TRIVIAL}× trivial, in process", f"{ratio:.2f}×", ratio,
-                            TARGET_TRIVIAL, False, WHY["trivial"]))
+                            TARGET_TRIVIAL, False, why["trivial"]))
         checks.append(Check(f"{timing.name} ≤ {limit}× trivial, over HTTP", f"{over_http:.2f}×", over_http, limit, False,
-                            WHY["trivial"]))
+                            why["trivial"]))
     for shape in INGEST_SHAPES:
         rate = min(result.ingest[shape] for result in results)
         checks.append(Check(f"ingestion ≥ {TARGET_INGEST:,} events/s, {INGEST_WORKERS} workers, {shape}",
-                            f"lowest {rate:,.0f} events/s", rate, TARGET_INGEST, True, WHY["ingest"]))
+                            f"lowest {rate:,.0f} events/s", rate, TARGET_INGEST, True, why["ingest"]))
     seed_seconds = max(result.data.seconds / result.data.events * 1_000_000 for result in results)
     checks.append(Check(f"seeding 1M events ≤ {TARGET_SEED_SECONDS} s", f"{seed_seconds:.1f} s per million",
-                        seed_seconds, TARGET_SEED_SECONDS, False, WHY["seed"]))
+                        seed_seconds, TARGET_SEED_SECONDS, False, why["seed"]))
     rss = max(result.served.peak_rss_mb for result in results)
-    checks.append(Check(f"worker peak RSS < {TARGET_RSS_MB} MB", f"{rss:.0f} MB", rss, TARGET_RSS_MB, False, WHY["rss"]))
+    checks.append(Check(f"worker peak RSS < {TARGET_RSS_MB} MB", f"{rss:.0f} MB", rss, TARGET_RSS_MB, False, why["rss"]))
     return [f"## Targets, {last.label}", "", "| target | measured | met | missed by | why |", "|---|---:|:---:|---:|---|"] + [
         f"| {check.target} | {check.figure} | {'yes' if check.met else 'no'} | {check.missed_by} | "
         f"{'' if check.met else check.why} |" for check in checks] + [
