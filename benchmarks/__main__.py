@@ -203,7 +203,8 @@ class Check:
         """How far from the target: the factor the measured figure has to improve by."""
         if self.met:
             return ""
-        factor = self.limit / self.measured if self.at_least else self.measured / self.limit
+        factor = (self.limit / self.measured if self.measured else float("inf")) if self.at_least \
+            else self.measured / self.limit
         gap = abs(self.measured - self.limit) / self.limit
         side = "short" if self.at_least else "over"
         return f"{factor:.2f}× ({gap:.1%} {side})" if gap < 0.1 else f"{factor:.2f}× ({gap:.0%} {side})"

@@ -47,6 +47,7 @@ def test_a_missed_target_says_the_factor_it_was_missed_by():
     assert Check("ratio", "", 2.0, 2.0, False, "why").missed_by == ""  # met exactly
     assert Check("ratio", "", 2.01, 2.0, False, "why").missed_by == "1.00× (0.5% over)"
     assert not Check("rate", "", 39_999, 40_000, True, "why").met
+    assert Check("speed-up", "", 0.0, 100, True, "why").missed_by == "inf× (100% short)"  # a baseline timed at 0
 
 
 def test_zones_smoke_run_compares_every_zone_with_utc_and_the_same_answers(tmp_path):
