@@ -266,26 +266,33 @@ def local_rollups(finest: dict, offsets: list[int]) -> dict[str, dict]:
 
 
 def rebuild_rollups(db: Connection) -> None:
-    """Recompute every rollup from the events; call inside a write transaction.
+    """Recompute every rollup; call inside a write transaction. The quarter hours come from
+    the events, every coarser rollup (series, owner, local) is summed from the quarter hours.
 
     Past a retention horizon (events before it pruned), only the quarter hours from the
-    horizon on are recomputed from the events, the older ones kept, and every coarser
-    rollup summed from the quarter hours: pruned usage is never wiped.
+    horizon on are recomputed from the events and the older ones kept: pruned usage is
+    never wiped.
     """
     horizon = horizon_us(db)
-    if horizon is not None:
-        return rebuild_rollups_since(db, horizon)
+    if horizon is None:
+        db.execute(queries.CLEAR_ROLLUP[FINEST_GRAIN])
+        db.execute(queries.REBUILD_QUARTERS, {"grain": FINEST_GRAIN, "phase": 0})
+    else:  # a UTC midnight: a quarter-hour boundary
+        db.execute(queries.CLEAR_QUARTERS_SINCE, {"horizon": horizon // 1_000_000})
+        db.execute(queries.REBUILD_QUARTERS_SINCE, {"grain": FINEST_GRAIN, "phase": 0, "horizon_us": horizon})
     for grain in ROLLUP_TABLES:
-        db.execute(queries.CLEAR_ROLLUP[grain])
-        db.execute(queries.REBUILD_ROLLUP[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
+        if grain != FINEST_GRAIN:
+            db.execute(queries.CLEAR_ROLLUP[grain])
+            db.execute(queries.ROLLUP_FROM_QUARTERS[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
     for grain in OWNER_ROLLUP_TABLES:
         db.execute(queries.CLEAR_OWNER_ROLLUP[grain])
         db.execute(queries.REBUILD_OWNER_ROLLUP[grain])
     offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
     for key, (grain, phase) in LOCAL_GRAINS.items():
-        served = json.dumps([offset for offset in offsets if local_serves(key, offset)])
         db.execute(queries.CLEAR_LOCAL[key])
-        db.execute(queries.REBUILD_LOCAL[key], {"grain": grain, "phase": phase, "offsets": served})
+        for offset in offsets:
+            if local_serves(key, offset):
+                db.execute(queries.BUILD_LOCAL[key], {"utc_offset": offset, "grain": grain, "phase": phase})
 
 
 DAY, WEEK = 86_400, 604_800
@@ -336,25 +343,6 @@ def rebuild_rollups_in_steps(db: Connection) -> int:
                                                   "phase": phase})
                 for key, (grain, phase) in LOCAL_GRAINS.items() for offset in offsets if local_serves(key, offset)])
     return steps
-
-
-def rebuild_rollups_since(db: Connection, horizon_us: int) -> None:
-    horizon = horizon_us // 1_000_000  # a UTC midnight: a quarter-hour boundary
-    db.execute(queries.CLEAR_QUARTERS_SINCE, {"horizon": horizon})
-    db.execute(queries.REBUILD_QUARTERS_SINCE, {"grain": FINEST_GRAIN, "phase": 0, "horizon_us": horizon_us})
-    for grain in ROLLUP_TABLES:
-        if grain != FINEST_GRAIN:
-            db.execute(queries.CLEAR_ROLLUP[grain])
-            db.execute(queries.ROLLUP_FROM_QUARTERS[grain], {"grain": grain, "phase": SLOT_PHASE[grain]})
-    for grain in OWNER_ROLLUP_TABLES:
-        db.execute(queries.CLEAR_OWNER_ROLLUP[grain])
-        db.execute(queries.REBUILD_OWNER_ROLLUP[grain])
-    offsets = [row[0] for row in db.execute(queries.LOCAL_OFFSETS)]
-    for key, (grain, phase) in LOCAL_GRAINS.items():
-        db.execute(queries.CLEAR_LOCAL[key])
-        for offset in offsets:
-            if local_serves(key, offset):
-                db.execute(queries.BUILD_LOCAL[key], {"utc_offset": offset, "grain": grain, "phase": phase})
 
 
 def register_local_offsets(db: Connection, wanted: set[int]) -> None:

@@ -274,7 +274,8 @@ _EVENT_SUMS = """
        SUM(reasoning_tokens) AS reasoning_tokens
 """
 
-# {events}: which events, all (rebuilding) or some (past a retention horizon, one owner's range).
+# Quarter hours from events; {events}: which, all (rebuilding) or some (past a retention
+# horizon, one owner's range). Every coarser rollup is summed from the quarter hours.
 _REBUILD_ROLLUP = """
 INSERT INTO {table} (owner_id, slot_start, series_id, requests, unpriced,
                      platform_tokens, user_tokens, platform_cost, user_cost,
@@ -286,7 +287,7 @@ WHERE {events}
 GROUP BY owner_id, slot_start, series_id
 """
 CLEAR_ROLLUP = {grain: f"DELETE FROM {table}" for grain, table in ROLLUP_TABLES.items()}
-REBUILD_ROLLUP = {grain: _REBUILD_ROLLUP.format(table=table, events="1 = 1") for grain, table in ROLLUP_TABLES.items()}
+REBUILD_QUARTERS = _REBUILD_ROLLUP.format(table="rollup_quarter", events="1 = 1")
 
 # Owner rollups from the series rollup of the same grain, just rebuilt.
 _REBUILD_OWNER_ROLLUP = """
@@ -329,26 +330,13 @@ GROUP BY owner_id, coarse_start, series_id
 """
 ROLLUP_FROM_QUARTERS = {grain: _ROLLUP_FROM_QUARTERS.format(table=table) for grain, table in ROLLUP_TABLES.items()}
 
-# Local slots: the slot of an instant s at offset o starts at s - ((s + o + phase) mod grain),
-# the modulo made non-negative (SQLite's % keeps the sign of its left side). :offsets: a JSON
-# list of the registered offsets the table serves (local_serves).
-_REBUILD_LOCAL = """
-INSERT INTO {table} (owner_id, utc_offset, slot_start, series_id, requests, unpriced,
-                     platform_tokens, user_tokens, platform_cost, user_cost,
-                     prompt_tokens, cached_prompt_tokens, reasoning_tokens)
-SELECT owner_id,
-       utc_offset,
-       ts_us / 1000000 - ((ts_us / 1000000 + utc_offset + :phase) % :grain + :grain) % :grain AS local_start,
-       series_id,""" + _EVENT_SUMS + """
-FROM usage_event, rollup_offset
-WHERE utc_offset IN (SELECT CAST(value AS INTEGER) FROM json_each(:offsets))
-GROUP BY owner_id, utc_offset, local_start, series_id
-"""
-REBUILD_LOCAL = {key: _REBUILD_LOCAL.format(table=table) for key, table in LOCAL_TABLES.items()}
 CLEAR_LOCAL = {key: f"DELETE FROM {table}" for key, table in LOCAL_TABLES.items()}
 
-# Registering an offset after data exists: its slots are sums of whole quarter hours, since
-# a quarter-hour slot never straddles a local hour or midnight at a multiple of 15 minutes.
+# Local slots, at a registered offset (when rebuilding, or registering one after data exists),
+# are sums of whole quarter hours, since a quarter-hour slot never straddles a local hour or
+# midnight at a multiple of 15 minutes. The local slot of an instant s at offset o starts at
+# s - ((s + o + phase) mod grain), the modulo made non-negative (SQLite's % keeps the sign of
+# its left side).
 INSERT_LOCAL_OFFSET = """
 INSERT INTO rollup_offset (utc_offset)
 VALUES (:utc_offset)
